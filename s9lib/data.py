@@ -1,0 +1,329 @@
+"""CIFAR-10 as uint8 arrays, from wherever it can be found, decoded once and cached.
+
+Why arrays and not a torchvision ``ImageFolder``: the whole data set is 180 MB as uint8, so
+holding it in memory makes every later step (augmentation previews in the book, a GPU-resident
+training path, FAST subsets) simple and fast, and the decode cost is paid once per machine.
+
+Sources, picked by ``load_cifar10(source)`` or the ``S9LIB_DATA`` environment variable:
+
+* a ``.tar.gz`` / ``.tgz`` / ``.tar`` archive or an unpacked folder in image-folder layout,
+  ``[prefix/]train|test/<class>/*`` (``../shared/data/cifar10-jpeg.tar.gz`` is one);
+* a torchvision root (a folder holding ``cifar-10-batches-py``), or ``"torchvision"`` /
+  ``"torchvision:<root>"`` to download there with torchvision;
+* nothing: the user cache dir, downloading with torchvision the first time (needs network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .runtime import FAST, cache_dir, fast_mode
+
+__all__ = [
+    "CLASSES",
+    "Split",
+    "Cifar10",
+    "load_cifar10",
+    "CifarDataset",
+    "resolve_source",
+]
+
+#: CIFAR-10 label order (the order of ``batches.meta``).
+CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_CACHE_FORMAT = 1  # bump when the cached layout changes
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``images`` uint8 (N, 32, 32, 3) RGB, ``labels`` int64 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[1:] != (32, 32, 3):
+            raise ValueError(f"images must be (N, 32, 32, 3), got {self.images.shape}")
+        if self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8, got {self.images.dtype}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, per_class: int, seed: int = 0) -> "Split":
+        """A stratified, deterministic subset: ``per_class`` images of every class.
+
+        The same ``seed`` always gives the same images, in class-interleaved order.
+        """
+        rng = np.random.default_rng(seed)
+        picks = []
+        for c in np.unique(self.labels):
+            idx = np.flatnonzero(self.labels == c)
+            if per_class > len(idx):
+                raise ValueError(f"class {c} has {len(idx)} images, asked for {per_class}")
+            picks.append(np.sort(rng.choice(idx, per_class, replace=False)))
+        order = np.stack(picks, axis=1).reshape(-1)  # interleave: c0, c1, ..., c0, c1, ...
+        return Split(self.images[order], self.labels[order])
+
+    def class_counts(self, num_classes: int = len(CLASSES)) -> np.ndarray:
+        return np.bincount(self.labels, minlength=num_classes)
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    """The data set: ``train`` and ``test`` splits, ``classes`` names, and where it came from."""
+
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+    source: str
+
+    def fast(self, train_per_class: int = FAST.train_per_class,
+             test_per_class: int = FAST.test_per_class) -> "Cifar10":
+        """The FAST-mode subset (stratified, deterministic)."""
+        return Cifar10(self.train.subset(train_per_class), self.test.subset(test_per_class),
+                       self.classes, self.source + " (FAST subset)")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def resolve_source(source: str | os.PathLike | None = None) -> str:
+    """The source ``load_cifar10`` will use: the argument, else ``S9LIB_DATA``, else default."""
+    if source is not None:
+        return str(source)
+    env = os.environ.get("S9LIB_DATA", "").strip()
+    if env:
+        return env
+    return "torchvision:" + str(cache_dir() / "torchvision")
+
+
+def load_cifar10(source: str | os.PathLike | None = None, *, fast: bool | None = None,
+                 use_cache: bool = True) -> Cifar10:
+    """Load CIFAR-10 as uint8 arrays.
+
+    ``source``: an archive, an image folder, a torchvision root or ``"torchvision[:root]"``;
+    default ``S9LIB_DATA``, else download with torchvision into the user cache dir.
+    ``fast``: return the FAST subset; default: FAST mode (``S9LIB_FAST``).
+    The decoded arrays of archives and folders are cached (``S9LIB_CACHE`` or the user cache
+    dir), so a second load only reads two ``.npy`` files.
+    """
+    spec = resolve_source(source)
+    if spec == "torchvision" or spec.startswith("torchvision:"):
+        root = spec.partition(":")[2] or str(cache_dir() / "torchvision")
+        data = _load_torchvision(Path(root).expanduser(), download=True)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"CIFAR-10 not found at {path} (from {'S9LIB_DATA' if source is None else 'the source argument'}). "
+                "Point S9LIB_DATA at a CIFAR-10 archive (.tar.gz) or folder with "
+                "train|test/<class>/ images, or a torchvision root; or unset it to download "
+                "with torchvision (needs network once)."
+            )
+        if path.is_dir() and (path / "cifar-10-batches-py").is_dir():
+            data = _load_torchvision(path, download=False)
+        elif path.is_dir() and path.name == "cifar-10-batches-py":
+            data = _load_torchvision(path.parent, download=False)
+        else:
+            data = _cached(path, use_cache)
+    if fast is None:
+        fast = fast_mode()
+    return data.fast() if fast else data
+
+
+def _load_torchvision(root: Path, download: bool) -> Cifar10:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except Exception as exc:  # network errors come in many types
+        raise FileNotFoundError(
+            f"CIFAR-10 not found in {root} and the torchvision download failed ({exc}). "
+            "Set S9LIB_DATA to a CIFAR-10 archive (.tar.gz) or folder with train|test/<class>/ "
+            "images, or run once with network access."
+        ) from exc
+    return Cifar10(
+        Split(np.asarray(train.data, np.uint8), np.asarray(train.targets, np.int64)),
+        Split(np.asarray(test.data, np.uint8), np.asarray(test.targets, np.int64)),
+        tuple(train.classes),
+        f"torchvision:{root}",
+    )
+
+
+# --------------------------------------------------------------------------- image trees
+
+
+def _cache_key(path: Path) -> str:
+    """Changes whenever the source file or tree changes (path, size, mtime)."""
+    path = path.resolve()
+    h = hashlib.sha256(f"{_CACHE_FORMAT}|{path}".encode())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f"|{f.relative_to(path) if f != path else ''}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def _cached(path: Path, use_cache: bool) -> Cifar10:
+    target = cache_dir() / "arrays" / _cache_key(path)
+    if use_cache and (target / "classes.txt").exists():
+        try:
+            return _read_arrays(target, str(path))
+        except (OSError, ValueError):
+            shutil.rmtree(target, ignore_errors=True)  # a damaged cache is rebuilt, not trusted
+    data = _decode_tree(path)
+    if use_cache:
+        _write_arrays(data, target)
+    return data
+
+
+def _write_arrays(data: Cifar10, target: Path) -> None:
+    """Write into a temporary folder, then rename: a crash never leaves half a cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        for name, split in (("train", data.train), ("test", data.test)):
+            np.save(tmp / f"{name}_images.npy", split.images)
+            np.save(tmp / f"{name}_labels.npy", split.labels)
+        (tmp / "classes.txt").write_text("\n".join(data.classes) + "\n")
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; its copy is as good as ours
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_arrays(folder: Path, source: str) -> Cifar10:
+    classes = tuple(folder.joinpath("classes.txt").read_text().split())
+
+    def split(name: str) -> Split:
+        return Split(np.load(folder / f"{name}_images.npy"), np.load(folder / f"{name}_labels.npy"))
+
+    return Cifar10(split("train"), split("test"), classes, source)
+
+
+def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.isfile():
+                    yield member.name, lambda m=member: tar.extractfile(m).read()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable tar archive ({exc}); re-download it "
+                         "or point S9LIB_DATA at another copy.") from exc
+
+
+def _iter_folder(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            yield f.relative_to(path).as_posix(), f.read_bytes
+
+
+def _decode_tree(path: Path) -> Cifar10:
+    """Decode every ``[prefix/]train|test/<class>/<file>`` image below ``path``."""
+    entries = _iter_archive(path) if path.is_file() else _iter_folder(path)
+    found: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
+    for name, read in entries:
+        parts = name.split("/")
+        if len(parts) < 3 or Path(name).suffix.lower() not in _IMAGE_SUFFIXES:
+            continue
+        split, cls, fname = parts[-3], parts[-2], parts[-1]
+        if split in found:
+            found[split].setdefault(cls, []).append((fname, read()))
+    for split in ("train", "test"):
+        if not found[split]:
+            raise FileNotFoundError(
+                f"No {split}/<class>/ images found in {path}. Expected the layout "
+                "[prefix/]train/<class>/*.jpg and [prefix/]test/<class>/*.jpg "
+                "(e.g. ../shared/data/cifar10-jpeg.tar.gz); set S9LIB_DATA accordingly."
+            )
+    names = set(found["train"]) | set(found["test"])
+    classes = CLASSES if names == set(CLASSES) else tuple(sorted(names))
+    if set(found["train"]) != set(found["test"]):
+        raise ValueError(f"{path}: train and test have different classes "
+                         f"({sorted(found['train'])} vs {sorted(found['test'])})")
+    return Cifar10(_decode_split(path, "train", found["train"], classes),
+                   _decode_split(path, "test", found["test"], classes), classes, str(path))
+
+
+def _decode_split(path: Path, split: str, by_class: dict[str, list[tuple[str, bytes]]],
+                  classes: Iterable[str]) -> Split:
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for fname, blob in sorted(by_class[cls]):
+            images.append(_decode_image(blob, f"{path}:{split}/{cls}/{fname}"))
+            labels.append(label)
+    return Split(np.stack(images), np.asarray(labels, np.int64))
+
+
+def _decode_image(blob: bytes, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except Exception as exc:  # PIL raises several types for damaged files
+        raise ValueError(f"Corrupt or unreadable image {where} ({exc}). Replace the file or "
+                         "re-download the data set; nothing was cached.") from exc
+    if arr.shape != (32, 32, 3):
+        raise ValueError(f"{where} is {arr.shape[1]}x{arr.shape[0]}, CIFAR-10 images are 32x32.")
+    return arr
+
+
+# --------------------------------------------------------------------------- Dataset
+
+
+class CifarDataset(torch.utils.data.Dataset):
+    """Applies an albumentations transform (ending in ``ToTensorV2``) to each uint8 image.
+
+    Returns ``(image_tensor, label)``. Call :meth:`reseed` (the training loop does, per
+    epoch and per worker) to make the random augmentations repeatable.
+    """
+
+    def __init__(self, split: Split, transform: Callable | None = None) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.split.images[i]
+        if self.transform is None:
+            tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        else:
+            tensor = self.transform(image=image)["image"]
+        return tensor, int(self.split.labels[i])
+
+    def reseed(self, seed: int) -> None:
+        from .augment import reseed
+
+        if self.transform is not None:
+            reseed(self.transform, seed)
