@@ -74,6 +74,186 @@ def _train(parser: argparse.ArgumentParser):
     return run
 
 
+@subcommand("faithfulness", "Average Drop / Increase in Confidence of GradCAM, GradCAM++ "
+            "and a random baseline")
+def _faithfulness(parser: argparse.ArgumentParser):
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint.pt (or its run folder) to evaluate "
+                        "[default: the shipped weights, s9lib.pretrained()]")
+    parser.add_argument("--layer", default="layer4", help="layer to explain [default: layer4]")
+    parser.add_argument("-n", type=int, default=500,
+                        help="number of test images, stratified over the classes "
+                        "[default: 500; at most 200 with --fast]")
+    parser.add_argument("--methods", default="gradcam,gradcam++,random",
+                        help="comma-separated: gradcam, gradcam++, random [default: all three]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline [default: 0]")
+    parser.add_argument("--data", default=None,
+                        help="CIFAR-10 source (archive, image folder or torchvision root) "
+                        "[default: $S9LIB_DATA, else the user cache dir]")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu [default: the best available]")
+    parser.add_argument("--out", default=None, help="also write the report as JSON to this file")
+    parser.add_argument("--fast", action="store_true", help="FAST mode data (same as S9LIB_FAST=1)")
+
+    def run(args) -> int:
+        import math
+        import os
+
+        if args.fast:
+            os.environ["S9LIB_FAST"] = "1"
+        from .data import load_cifar10
+        from .faithfulness import faithfulness, format_report
+
+        if args.checkpoint is not None:
+            from .train import load_model
+
+            model = load_model(args.checkpoint, device=args.device)
+        else:
+            from .pretrained import available, pretrained
+
+            if not available():
+                raise FileNotFoundError(
+                    "No shipped weights in this installation of s9lib; pass --checkpoint "
+                    "runs/DIR/checkpoint.pt from `python -m s9lib train --out runs/DIR`.")
+            model = pretrained(device=args.device)
+        if args.n < 1:
+            raise ValueError(f"-n must be at least 1, got {args.n}.")
+        test = load_cifar10(args.data).test
+        per_class = min(math.ceil(args.n / len(set(test.labels.tolist()))),
+                        int(test.class_counts().min()))
+        test = test.subset(per_class)  # class-interleaved, so the first n are balanced
+        report = faithfulness(model, test.images, test.labels, layer=args.layer,
+                              methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                              n=args.n, seed=args.seed)
+        print(format_report(report))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+        return 0
+
+    return run
+
+
+def _load_model_arg(checkpoint: str | None, device: str | None):
+    """The model behind ``--checkpoint``: a training checkpoint (or its run folder), an s9lib
+    weights file, or (None) the shipped weights. Refuses anything else with a short message
+    instead of torch's list of a hundred missing keys."""
+    import torch
+
+    from .models import ResNet18
+    from .pretrained import available, pretrained
+    from .train import CHECKPOINT, load_model
+
+    if checkpoint is None:
+        if not available():
+            raise FileNotFoundError(
+                "No shipped weights in this installation of s9lib (s9lib/weights/ is empty); "
+                "pass --checkpoint runs/DIR/checkpoint.pt from `python -m s9lib train --out "
+                "runs/DIR`, or a weights file.")
+        return pretrained(device=device)
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}; pass the checkpoint.pt of a run "
+                                "(`python -m s9lib train --out DIR`) or a weights file.")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path} is not a checkpoint torch can read ({reason}); pass the "
+                         "checkpoint.pt of an s9lib run or an s9lib weights file.") from exc
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and "meta" in blob:
+        state, arch, kind = blob["state_dict"], blob["meta"].get("arch", "ResNet18"), "weights"
+    elif isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+        state, arch, kind = blob["model"], blob.get("arch", "ResNet18"), "checkpoint"
+    else:
+        raise ValueError(f"{path} is neither an s9lib training checkpoint (written by "
+                         "s9lib.train.save_checkpoint) nor an s9lib weights file (written by "
+                         "s9lib.pretrained.export_weights).")
+    if arch != "ResNet18":
+        raise ValueError(f"{path} holds a {arch}, not the CIFAR ResNet18 that s9lib explains; "
+                         "pass a checkpoint of s9lib.models.ResNet18.")
+    head = state.get("linear.weight")
+    expected = ResNet18(num_classes=head.shape[0] if torch.is_tensor(head) else 10).state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} of ResNet18's {len(expected)} tensors missing "
+                           f"(e.g. {', '.join(missing[:3])})")
+        if extra:
+            details.append(f"{len(extra)} unknown (e.g. {', '.join(extra[:3])})")
+        if wrong:
+            details.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
+        raise ValueError(f"{path} does not hold the CIFAR ResNet18 (another architecture?): "
+                         + "; ".join(details) + ". Pass a checkpoint of s9lib.models.ResNet18.")
+    return pretrained(path, device=device) if kind == "weights" else load_model(path, device)
+
+
+@subcommand("gradcam", "explain photos with GradCAM / GradCAM++: one PNG per image")
+def _gradcam(parser: argparse.ArgumentParser):
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="photos (JPEG, PNG, TIFF, WebP, ...); each is centre-cropped to a "
+                        "square and resized to 32x32")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a run's checkpoint.pt (or its folder) or an s9lib weights file "
+                        "[default: the shipped weights, s9lib.pretrained()]")
+    parser.add_argument("--layers", nargs="+", default=["layer1", "layer2", "layer3", "layer4"],
+                        help="layers to explain; put the IMAGE arguments first, since this option "
+                        "takes every name after it [default: layer1 layer2 layer3 layer4]")
+    parser.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"],
+                        help="CAM method [default: gradcam]")
+    parser.add_argument("--out", default="outputs",
+                        help="folder for the PNGs, IMAGE-STEM_METHOD.png [default: outputs]")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="heatmap weight in the overlays, 0..1 [default: 0.5]")
+    parser.add_argument("--device", default=None,
+                        help="cuda, mps or cpu [default: the best available]")
+
+    def run(args) -> int:
+        from .cam import explain
+        from .data import CLASSES
+        from .images import center_crop_box, load_image, preprocess, to_cifar
+        from .viz import gradcam_report
+
+        if not 0.0 <= args.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
+        model = _load_model_arg(args.checkpoint, args.device)
+        photos, failed = [], 0
+        for name in args.images:
+            try:
+                photos.append((Path(name), load_image(name, min_side=512)))  # JPEG draft
+            except (ValueError, FileNotFoundError) as exc:  # report it, go on with the others
+                print(f"error: {exc}", file=sys.stderr)
+                failed += 1
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        slug = args.method.replace("++", "pp")
+        used: set[str] = set()
+        for start in range(0, len(photos), 32):
+            chunk = photos[start:start + 32]
+            crops = [to_cifar(photo) for _, photo in chunk]
+            result = explain(model, preprocess(crops, model=model), layers=args.layers,
+                             method=args.method).cpu()
+            for i, ((path, photo), crop) in enumerate(zip(chunk, crops)):
+                fig = gradcam_report(photo, crop, result, i, args.layers, CLASSES,
+                                     crop_box=center_crop_box(*photo.shape[:2]),
+                                     name=path.name, alpha=args.alpha)
+                stem, n = f"{path.stem}_{slug}", 1
+                while stem + (f"-{n}" if n > 1 else "") in used:  # same file name twice
+                    n += 1
+                stem += f"-{n}" if n > 1 else ""
+                used.add(stem)
+                fig.savefig(out / f"{stem}.png", dpi=100)
+                print(out / f"{stem}.png")
+        return 2 if failed else 0
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s9lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -240,7 +240,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"No checkpoint at {path}; train one with "
                                 "`python -m s9lib train --out DIR` or use s9lib.pretrained().")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # TorchVersion: early checkpoints stored torch.__version__ itself (a str subclass)
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path} is not a readable s9lib checkpoint ({exc}).") from exc
     if not isinstance(state, dict) or "model" not in state:
@@ -364,7 +366,7 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
     history = History(recipe=r.to_dict(), device=_describe(dev),
                       info={"data": data.source, "train_images": len(data.train),
                             "test_images": len(data.test), "epochs_planned": epochs,
-                            "torch": torch.__version__})
+                            "torch": str(torch.__version__)})
     start_epoch = 0
     if resume and (out_dir / CHECKPOINT).exists():
         state = load_checkpoint(out_dir / CHECKPOINT)

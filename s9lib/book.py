@@ -1,0 +1,202 @@
+"""Helpers for the book's chapters: the Colab bootstrap cell, provenance, re-executing chapters.
+
+Why here and not in each notebook: every chapter starts with the same bootstrap cell and
+prints where its numbers came from; a test checks the cells against :data:`BOOTSTRAP_CELL`,
+and ``python -m s9lib.book`` (or ``book/make_outputs.py``) re-executes the chapters so that
+their stored outputs come from a real run rather than from an edit by hand.
+
+The repository URL is defined twice, here and in ``book/_config.yml`` (``repository: url``);
+``tests/test_book.py`` checks they agree. A fork changes both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+__all__ = [
+    "REPOSITORY_URL",
+    "DEFAULT_INSTALL_SPEC",
+    "BOOTSTRAP_CELL",
+    "BOOK_DIR",
+    "chapters",
+    "run_info",
+    "execute_chapter",
+    "main",
+]
+
+#: Where the book's source lives. Colab installs s9lib from here (see ``BOOTSTRAP_CELL``).
+REPOSITORY_URL = "https://github.com/s9-book/s9-book"
+
+#: What the bootstrap cell installs in Colab unless ``S9LIB_INSTALL_SPEC`` says otherwise.
+DEFAULT_INSTALL_SPEC = f"s9lib[book] @ git+{REPOSITORY_URL}"
+
+#: The first code cell of every chapter, verbatim. It cannot call into s9lib (in Colab s9lib
+#: is not installed yet), so it is self-contained. ``S9LIB_INSTALL_SPEC`` replaces the pip
+#: arguments (shell-split), e.g. ``"--no-deps /path/to/checkout"``; the tests use that.
+BOOTSTRAP_CELL = f'''\
+# Colab bootstrap: in Google Colab, install s9lib (this book's library) first.
+import importlib, os, shlex, subprocess, sys
+try:
+    import google.colab  # noqa: F401  (exists only in Colab)
+    IN_COLAB = True
+except ImportError:
+    IN_COLAB = False
+if IN_COLAB:
+    spec = os.environ.get("S9LIB_INSTALL_SPEC")
+    args = shlex.split(spec) if spec else [
+        "{DEFAULT_INSTALL_SPEC}"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args],
+                   check=True)
+    importlib.invalidate_caches()
+import s9lib'''
+
+#: ``book/`` of a source checkout (the chapters live there; an installed wheel has none).
+BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
+
+
+def chapters(book_dir: str | os.PathLike = BOOK_DIR) -> list[Path]:
+    """The chapter notebooks listed in ``_toc.yml``, in reading order."""
+    import yaml
+
+    book_dir = Path(book_dir)
+    toc = yaml.safe_load((book_dir / "_toc.yml").read_text())
+    files: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc.get("parts") or toc.get("chapters") or [])
+    out = []
+    for name in files:
+        path = book_dir / name
+        if path.suffix == "":
+            path = path.with_suffix(".ipynb")
+        if path.suffix == ".ipynb":
+            out.append(path)
+    return out
+
+
+def run_info(data=None) -> str:
+    """A few lines saying where a chapter's numbers come from: mode, device, data, software.
+
+    ``data``: the :class:`s9lib.data.Cifar10` the chapter uses (its sizes and source are
+    reported). Chapters print this near the top, so stored outputs carry their provenance.
+    """
+    import torch
+
+    from .runtime import fast_mode, get_device
+
+    device = get_device()
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
+        name += f" ({platform.machine()}, {os.cpu_count()} cores)"
+    lines = [
+        f"mode:     {'FAST (S9LIB_FAST=1)' if fast_mode() else 'full'}",
+        f"device:   {name}",
+    ]
+    if data is not None:
+        lines.append(f"data:     {len(data.train):,} train / {len(data.test):,} test images "
+                     f"from {Path(str(data.source).split(' (')[0]).name}")
+    lines.append(f"software: s9lib {_version()}, torch {torch.__version__}, "
+                 f"python {platform.python_version()}")
+    lines.append(f"run on:   {time.strftime('%Y-%m-%d')}")
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@contextlib.contextmanager
+def _environ(**values: str | None) -> Iterator[None]:
+    """Temporarily set (or, with None, remove) environment variables; the kernel inherits them."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
+                    write: bool = True):
+    """Run a chapter top to bottom in a fresh ``python3`` kernel and store its outputs.
+
+    ``fast``: run in FAST mode (``S9LIB_FAST=1``) or on the full data. The kernel's working
+    directory is the notebook's folder (``book/``), as for nbval and Colab. Widget state is
+    stored in the notebook, so sliders work in the static HTML. Returns the executed
+    notebook; with ``write=True`` (default) it also replaces the file on disk.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent.resolve())}},
+        store_widget_state=True,
+        record_timing=False,
+    )
+    with _environ(S9LIB_FAST="1" if fast else None):
+        client.execute()
+    # Only kernelspec/language_info are useful; drop anything volatile the kernel added.
+    nb.metadata.pop("papermill", None)
+    nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python",
+                              "name": "python3"}
+    if write:
+        nbformat.write(nb, path)
+    return nb
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m s9lib.book [--fast] [CHAPTER ...]``: refresh the chapters' stored outputs."""
+    parser = argparse.ArgumentParser(
+        prog="python -m s9lib.book",
+        description="Re-execute the book's chapters (full data unless --fast) and store "
+                    "their outputs and widget state in the notebooks.")
+    parser.add_argument("chapters", nargs="*",
+                        help="notebooks to run (default: every chapter in book/_toc.yml)")
+    parser.add_argument("--fast", action="store_true", help="FAST mode (a quick smoke run)")
+    parser.add_argument("--book", default=str(BOOK_DIR), help="the book folder (default: %(default)s)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.chapters] or chapters(args.book)
+    for path in paths:
+        start = time.perf_counter()
+        execute_chapter(path, fast=args.fast, timeout=args.timeout)
+        print(f"{path}: executed ({'FAST' if args.fast else 'full'}) in "
+              f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,414 @@
+"""Figures for the book and the CLI: CAM overlays, image grids, curves, mistakes.
+
+Why it looks like this: every function takes plain data (arrays, a ``CamResult``, a
+``History``) and returns a ``matplotlib.figure.Figure`` built *without pyplot*, so nothing is
+left in pyplot's global figure list, nothing pops up, and the caller decides whether to show
+it in a notebook (a Figure displays itself as the last expression of a cell), save it
+(``fig.savefig``) or throw it away. Fonts are sized for the HTML book, where a figure is
+shrunk to the page width (about 9 inches): figures stay at most ~12 inches wide.
+
+The colour map is OpenCV's JET, exactly as pytorch-grad-cam's ``show_cam_on_image`` applies
+it (a CAM of 1.0 is dark red, 0.0 dark blue), so overlays here and in that library's examples
+look the same. 32x32 images are drawn with nearest-neighbour upsampling: each CIFAR pixel is a
+visible square instead of a blur that hides what the model actually saw.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from .data import CLASSES
+
+__all__ = [
+    "overlay",
+    "heatmap",
+    "cam_grid",
+    "gradcam_report",
+    "misclassified_gallery",
+    "training_curves",
+    "per_class_bars",
+    "image_grid",
+]
+
+TITLE = 12  # axes titles
+LABEL = 12  # axis labels, tick labels, legends
+SUPTITLE = 14
+MAX_WIDTH = 12.0  # inches; the book shrinks wider figures, and their text with them
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def _as_float_rgb(image) -> np.ndarray:
+    """uint8 or float [0, 1] image, HWC / HW / CHW -> float32 (H, W, 3) in [0, 1]."""
+    arr = _numpy(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)  # CHW tensor layout
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"Expected an image (H, W, 3), (H, W) or (3, H, W); got {arr.shape}.")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    arr = arr.astype(np.float32)
+    if arr.size and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
+        raise ValueError(
+            f"Float images must be in [0, 1] to be shown, got {arr.min():.2f}..{arr.max():.2f}"
+            "; normalised images need s9lib.augment.denormalize first.")
+    return np.clip(arr, 0.0, 1.0)
+
+
+def _as_map(cam_map, shape: tuple[int, int]) -> np.ndarray:
+    """A (h, w) CAM in [0, 1] as float32 at ``shape`` (bilinear if it must be resized)."""
+    m = _numpy(cam_map).astype(np.float32)
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 2:
+        raise ValueError(f"A CAM map must be (H, W); got {m.shape}. Index the batch first, "
+                         "e.g. result.maps['layer4'][i].")
+    if m.shape != tuple(shape):
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(np.nan_to_num(m), 0.0, 1.0)
+
+
+def heatmap(cam_map) -> np.ndarray:
+    """The JET colouring of a [0, 1] map as float32 RGB (H, W, 3), as pytorch-grad-cam does it.
+
+    ``np.uint8(255 * mask)`` truncates (it does not round): kept so colours match exactly.
+    """
+    m = _as_map(cam_map, _numpy(cam_map).shape[-2:])
+    jet = cv2.applyColorMap(np.uint8(255 * m), cv2.COLORMAP_JET)
+    return cv2.cvtColor(jet, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+
+
+def overlay(image, cam_map, alpha: float = 0.5) -> np.ndarray:
+    """The CAM drawn over the image: float32 RGB (H, W, 3) in [0, 1].
+
+    ``alpha`` is the heatmap's weight: ``alpha * jet(map) + (1 - alpha) * image``, then
+    divided by its maximum, exactly pytorch-grad-cam's
+    ``show_cam_on_image(image, map, use_rgb=True, image_weight=1 - alpha) / 255`` (up to its
+    final rounding to uint8). ``image``: uint8, or float in [0, 1]; gray is allowed. A map of
+    another size than the image is resized bilinearly (a 4x4 layer4 map onto a photo).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha is the heatmap's weight and must be in [0, 1], got {alpha}.")
+    img = _as_float_rgb(image)
+    heat = heatmap(_as_map(cam_map, img.shape[:2]))
+    out = alpha * heat + (1.0 - alpha) * img
+    peak = float(out.max())
+    return (out / peak if peak > 0 else out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _figure(ncols: int, nrows: int, cell: float, extra_height: float = 0.0) -> Figure:
+    cell = min(cell, MAX_WIDTH / max(ncols, 1))
+    return Figure(figsize=(cell * ncols, cell * nrows + extra_height), layout="constrained")
+
+
+def _show(ax, image, title: str | None = None, color: str = "black",
+          interpolation: str = "nearest") -> None:
+    ax.imshow(image, interpolation=interpolation)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=TITLE, color=color)
+
+
+def _probs(result) -> np.ndarray:
+    logits = _numpy(result.logits).astype(np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
+def _class_name(classes: Sequence[str], i: int) -> str:
+    return classes[i] if 0 <= i < len(classes) else str(i)
+
+
+def _layers_of(result, layers) -> list[str]:
+    if layers is None:
+        layers = getattr(result, "layers", None) or list(result.maps)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    missing = [name for name in layers if name not in result.maps]
+    if missing:
+        raise ValueError(f"No maps for {missing} in this result (it has {list(result.maps)}); "
+                         "run the CAM with those layers.")
+    return layers
+
+
+def _method_label(result) -> str:
+    return {"gradcam": "GradCAM", "gradcam++": "GradCAM++"}.get(
+        getattr(result, "method", ""), "CAM")
+
+
+# --------------------------------------------------------------------------- CAM figures
+
+
+def cam_grid(images, result, layers: Sequence[str] | str | None = None,
+             classes: Sequence[str] = CLASSES, *, true: Sequence[int] | None = None,
+             heatmaps: bool = True, alpha: float = 0.5, max_images: int = 8,
+             cell: float = 1.6) -> Figure:
+    """One row per image: the image, then for each layer its heatmap and its overlay.
+
+    ``images``: what the CAMs were computed for, for display (uint8 (B, H, W, 3) or float in
+    [0, 1]; see ``s9lib.augment.denormalize``). ``result``: a ``CamResult``. The image's
+    title gives the predicted class and its probability (and the true class with ``true``,
+    red when wrong; and the explained class when ``targets`` was not the prediction).
+    ``heatmaps=False`` shows overlays only.
+    """
+    layers = _layers_of(result, layers)
+    n = min(len(images), max_images)
+    probs = _probs(result)
+    targets = _numpy(result.targets).astype(int)
+    per_layer = 2 if heatmaps else 1
+    ncols = 1 + per_layer * len(layers)
+    fig = _figure(ncols, n, cell, extra_height=0.3)
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for i in range(n):
+        img = _as_float_rgb(images[i])
+        pred = int(probs[i].argmax())
+        title = f"{_class_name(classes, pred)} {probs[i, pred]:.0%}"
+        color = "black"
+        if true is not None:
+            title += f"\n(true: {_class_name(classes, int(true[i]))})"
+            color = "black" if int(true[i]) == pred else "crimson"
+        if targets[i] != pred:
+            title += f"\nexplains: {_class_name(classes, targets[i])}"
+        _show(axes[i, 0], img, title, color)
+        for j, name in enumerate(layers):
+            cam = _numpy(result.maps[name][i])
+            col = 1 + per_layer * j
+            if heatmaps:
+                _show(axes[i, col], heatmap(_as_map(cam, img.shape[:2])),
+                      f"{name}\nheatmap" if i == 0 else None)
+            _show(axes[i, col + per_layer - 1], overlay(img, cam, alpha),
+                  f"{name}\noverlay" if i == 0 else None)
+    fig.suptitle(f"{_method_label(result)}: predicted class and where it looked",
+                 fontsize=SUPTITLE)
+    return fig
+
+
+def gradcam_report(photo, image32, result, index: int = 0,
+                   layers: Sequence[str] | str | None = None,
+                   classes: Sequence[str] = CLASSES, *,
+                   crop_box: tuple[int, int, int] | None = None, name: str = "",
+                   top_k: int = 3, alpha: float = 0.5) -> Figure:
+    """One photo explained (what ``python -m s9lib gradcam`` writes).
+
+    Left: the photo with the centre crop the model saw outlined (``crop_box`` = ``(top,
+    left, side)``, see ``s9lib.images.center_crop_box``). Then the 32x32 model input above
+    the top-``top_k`` probabilities, then per layer the heatmap (top) and overlay (bottom).
+    """
+    layers = _layers_of(result, layers)
+    probs = _probs(result)[index]
+    pred = int(probs.argmax())
+    target = int(_numpy(result.targets)[index])
+    ncols = 2 + len(layers)
+    photo_f = _as_float_rgb(photo)
+    # the photo spans both rows: give a landscape photo the width to use that height
+    photo_ratio = float(np.clip(1.9 * photo_f.shape[1] / photo_f.shape[0], 1.3, 2.6))
+    fig = Figure(figsize=(MAX_WIDTH, 5.4), layout="constrained")
+    grid = fig.add_gridspec(2, ncols, width_ratios=[photo_ratio, 1.1] + [1] * len(layers))
+
+    ax_photo = fig.add_subplot(grid[:, 0])
+    _show(ax_photo, photo_f, "photo", interpolation="antialiased")
+    if crop_box is not None:
+        top, left, side = crop_box
+        ax_photo.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False,
+                                     edgecolor="yellow", linewidth=2.5, linestyle="--"))
+        ax_photo.set_xlabel("dashed: the centre crop the model sees", fontsize=LABEL - 1)
+
+    img = _as_float_rgb(image32)
+    _show(fig.add_subplot(grid[0, 1]), img, f"model input {img.shape[1]}x{img.shape[0]}")
+
+    ax_bar = fig.add_subplot(grid[1, 1])
+    top = np.argsort(-probs)[:top_k][::-1]
+    ax_bar.barh(range(len(top)), probs[top] * 100,
+                color=["tab:red" if c == pred else "tab:gray" for c in top])
+    ax_bar.set_yticks(range(len(top)), [_class_name(classes, c) for c in top], fontsize=LABEL)
+    ax_bar.set_xlim(0, 100)
+    ax_bar.set_xlabel("probability (%)", fontsize=LABEL - 1)
+    ax_bar.tick_params(axis="x", labelsize=LABEL - 2)
+    ax_bar.set_title(f"top-{len(top)}", fontsize=TITLE)
+    for y, c in enumerate(top):
+        ax_bar.text(min(probs[c] * 100 + 2, 70), y, f"{probs[c]:.1%}", va="center",
+                    fontsize=LABEL - 2)
+
+    for j, layer in enumerate(layers):
+        cam = _numpy(result.maps[layer][index])
+        # an all-zero map is a finding (no positive evidence here), not a blank plot
+        empty = "\n(all zero)" if not np.any(cam > 0) else ""
+        _show(fig.add_subplot(grid[0, 2 + j]), heatmap(_as_map(cam, img.shape[:2])),
+              f"{layer} heatmap{empty}")
+        _show(fig.add_subplot(grid[1, 2 + j]), overlay(img, cam, alpha), f"{layer} overlay")
+
+    what = f"explains '{_class_name(classes, target)}'" if target != pred else "explains it"
+    head = f"{name}: " if name else ""
+    fig.suptitle(f"{head}predicted {_class_name(classes, pred)} ({probs[pred]:.1%}); "
+                 f"{_method_label(result)} {what}", fontsize=SUPTITLE)
+    return fig
+
+
+def misclassified_gallery(images, true: Sequence[int], pred: Sequence[int],
+                          confidence: Sequence[float], classes: Sequence[str] = CLASSES,
+                          cams=None, *, ncols: int = 6, max_items: int = 24,
+                          alpha: float = 0.5) -> Figure:
+    """The mistakes: each tile titled with the true class and the (wrong) prediction.
+
+    Pass the images of ``s9lib.train.misclassified(...)`` (most confident first). With
+    ``cams`` ((N, H, W) maps, e.g. ``result.maps['layer3']`` for the predicted class), each
+    mistake gets a second tile: the overlay showing what the wrong prediction looked at.
+    """
+    n = min(len(images), max_items)
+    if n == 0:
+        fig = Figure(figsize=(6, 1), layout="constrained")
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=LABEL)
+        return fig
+    if cams is not None and len(cams) < n:
+        raise ValueError(f"{len(cams)} CAM maps for {n} images; pass one map per image.")
+    per_item = 1 if cams is None else 2
+    items_per_row = max(1, min(ncols, n))
+    nrows = -(-n // items_per_row)
+    width = items_per_row * per_item
+    fig = _figure(width, nrows, 1.9, extra_height=0.5 * nrows)
+    grid = fig.add_gridspec(nrows, width)
+    for k in range(n):
+        r, c = divmod(k, items_per_row)
+        img = _as_float_rgb(images[k])
+        title = (f"true {_class_name(classes, int(true[k]))}\n"
+                 f"pred {_class_name(classes, int(pred[k]))} {float(confidence[k]):.0%}")
+        _show(fig.add_subplot(grid[r, c * per_item]), img, title)
+        if cams is not None:
+            _show(fig.add_subplot(grid[r, c * per_item + 1]), overlay(img, cams[k], alpha),
+                  f"why\n{_class_name(classes, int(pred[k]))}?")
+    fig.suptitle(f"{n} misclassified images, most confident first", fontsize=SUPTITLE)
+    return fig
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _histories(histories, labels) -> list[tuple[str, object]]:
+    if isinstance(histories, Mapping):
+        return [(str(k), v) for k, v in histories.items()]
+    if hasattr(histories, "epochs") and hasattr(histories, "column"):
+        histories = [histories]
+    histories = list(histories)
+    if labels is None:
+        labels = [(h.recipe or {}).get("name") or f"run {i + 1}" for i, h in enumerate(histories)]
+    if len(labels) != len(histories):
+        raise ValueError(f"{len(labels)} labels for {len(histories)} histories.")
+    return list(zip(map(str, labels), histories))
+
+
+def training_curves(histories, labels: Sequence[str] | None = None) -> Figure:
+    """Loss and accuracy per epoch, train (dashed) and test (solid), one colour per run.
+
+    ``histories``: an ``s9lib.train.History``, a list of them, or ``{label: History}`` (the
+    seed-vs-fast comparison). Labels default to each run's recipe name.
+    """
+    runs = _histories(histories, labels)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    colors = [f"C{i}" for i in range(10)]
+    for i, (label, h) in enumerate(runs):
+        color = colors[i % len(colors)]
+        epochs = h.column("epoch")
+        ax_loss.plot(epochs, h.column("train_loss"), "--", color=color, lw=2)
+        ax_loss.plot(epochs, h.column("test_loss"), "-", color=color, lw=2)
+        ax_acc.plot(epochs, np.array(h.column("train_acc")) * 100, "--", color=color, lw=2)
+        ax_acc.plot(epochs, np.array(h.column("test_acc")) * 100, "-", color=color, lw=2,
+                    marker="o" if len(epochs) == 1 else None)
+    for ax, name in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy (%)")):
+        ax.set_xlabel("epoch", fontsize=LABEL)
+        ax.set_ylabel(name, fontsize=LABEL)
+        ax.tick_params(labelsize=LABEL - 1)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles = [Line2D([], [], color=colors[i % len(colors)], lw=3, label=label)
+               for i, (label, _) in enumerate(runs)]
+    handles += [Line2D([], [], color="gray", ls="--", lw=2, label="train"),
+                Line2D([], [], color="gray", ls="-", lw=2, label="test")]
+    ax_acc.legend(handles=handles, fontsize=LABEL - 1, loc="lower right")
+    fig.suptitle("Training curves", fontsize=SUPTITLE)
+    return fig
+
+
+def per_class_bars(acc, classes: Sequence[str] = CLASSES, *,
+                   title: str = "Test accuracy per class") -> Figure:
+    """Accuracy per class as bars (values printed on them); ``acc`` in [0, 1].
+
+    ``acc``: a (C,) array (``s9lib.train.per_class_accuracy``), or ``{label: array}`` for
+    grouped bars comparing runs. The dotted line is each run's mean over classes.
+    """
+    series = ({str(k): np.asarray(v, float) for k, v in acc.items()} if isinstance(acc, Mapping)
+              else {"": np.asarray(acc, float)})
+    for label, values in series.items():
+        if values.shape != (len(classes),):
+            raise ValueError(f"{values.shape[0] if values.ndim else 0} accuracies for "
+                             f"{len(classes)} classes{' (' + label + ')' if label else ''}.")
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(classes))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        pos = x - 0.4 + width * (i + 0.5)
+        bars = ax.bar(pos, values * 100, width, label=label or None, color=f"C{i}")
+        ax.bar_label(bars, [f"{v:.0%}" if np.isfinite(v) else "–" for v in values],
+                     fontsize=LABEL - 2 if len(series) == 1 else LABEL - 4, padding=2)
+        ax.axhline(np.nanmean(values) * 100, color=f"C{i}", ls=":", lw=1.5)
+    ax.set_xticks(x, classes, fontsize=LABEL, rotation=20)
+    ax.set_ylabel("accuracy (%)", fontsize=LABEL)
+    ax.set_ylim(0, 118)  # room above 100 % for the value labels and the legend
+    ax.tick_params(axis="y", labelsize=LABEL - 1)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=LABEL - 1, loc="upper right", ncols=len(series))
+    ax.set_title(title, fontsize=SUPTITLE)
+    return fig
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, *,
+               cell: float = 1.5, suptitle: str | None = None) -> Figure:
+    """Images in a grid (augmentation galleries): uint8 or float [0, 1], any sizes.
+
+    Exactly one axes per image (no empty axes in the last row), drawn with nearest
+    upsampling so 32x32 pixels stay sharp.
+    """
+    n = len(images)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{len(titles)} titles for {n} images.")
+    if n == 0:
+        raise ValueError("image_grid needs at least one image.")
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig = _figure(ncols, nrows, cell, extra_height=(0.35 * nrows if titles else 0)
+                  + (0.4 if suptitle else 0))
+    grid = fig.add_gridspec(nrows, ncols)
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        _show(fig.add_subplot(grid[r, c]), _as_float_rgb(images[k]),
+              titles[k] if titles is not None else None)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=SUPTITLE)
+    return fig

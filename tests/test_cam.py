@@ -1,0 +1,296 @@
+"""s9lib.cam against pytorch-grad-cam and autograd, on the real ResNet18 and real CIFAR images.
+
+The reference is pytorch-grad-cam's *raw* map: what ``get_cam_image`` returns, ReLU'd (that is
+what ``compute_cam_per_layer`` does before ``scale_cam_image`` resizes and min-max scales it).
+A small subclass records it while grad-cam runs its own forward/backward, so its whole code
+path (its hooks, its targets, its argmax) is exercised.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import archive_path
+
+from s9lib import augment as aug
+from s9lib.cam import (METHODS, GradCAM, GradCAMPlusPlus, explain, gradcampp_seed_bug_weights,
+                       gradcampp_weights, normalize_maps)
+from s9lib.data import load_cifar10
+from s9lib.models import ResNet18
+
+pgc = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+BATCH = 8  # the FAST subset is class-interleaved: classes 0..7
+REFERENCE = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def data():
+    if not archive_path().exists():
+        pytest.skip(f"CIFAR-10 archive not found at {archive_path()} (set S9LIB_DATA)")
+    return load_cifar10(archive_path(), fast=True)
+
+
+@pytest.fixture(scope="module")
+def images(data) -> torch.Tensor:
+    """Real test images, normalised the way the model was trained (``s9lib.augment``)."""
+    x = aug.normalize(data.test.images[:BATCH])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def _random_model() -> ResNet18:
+    torch.manual_seed(0)
+    return ResNet18().eval()
+
+
+def _pretrained_model() -> ResNet18:
+    from s9lib.pretrained import DEFAULT_WEIGHTS, available, pretrained
+
+    if DEFAULT_WEIGHTS not in available():
+        pytest.skip("no shipped weights yet (s9lib.pretrained.available() is empty)")
+    return pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module", params=["random", "pretrained"])
+def model(request) -> ResNet18:
+    return _random_model() if request.param == "random" else _pretrained_model()
+
+
+def _hook_count(model: nn.Module) -> int:
+    """Every module hook of every kind (forward, pre, backward, with kwargs, always-called)."""
+    total = 0
+    for m in model.modules():
+        for attr, value in vars(m).items():
+            if attr.endswith("hooks") and isinstance(value, dict):
+                total += len(value)
+    return total
+
+
+def _reference_raw(model, method: str, layers: list[str], x, targets) -> dict[str, np.ndarray]:
+    """pytorch-grad-cam's raw maps for ``layers`` (in forward order), from one of its calls.
+
+    grad-cam stores activations and gradients in execution order and pairs the i-th with the
+    i-th target layer, so ``layers`` must be listed in the order their forward passes finish.
+    """
+    class Recording(REFERENCE[method]):
+        def get_cam_image(self, *args, **kwargs):
+            cam = super().get_cam_image(*args, **kwargs)
+            self.recorded.append(np.maximum(cam, 0))  # as compute_cam_per_layer does
+            return cam
+
+    tgts = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
+    with Recording(model, target_layers=[model.get_submodule(n) for n in layers]) as cam:
+        cam.recorded = []
+        cam(x, targets=tgts)
+    assert len(cam.recorded) == len(layers)
+    return dict(zip(layers, cam.recorded))
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("given", [False, True], ids=["targets=None", "targets=given"])
+def test_raw_maps_agree_with_pytorch_grad_cam(model, images, method, given):
+    # forward order: layer4.1.conv2 finishes before layer4 does
+    layers = ["layer2", "layer3", "layer4.1.conv2", "layer4"]
+    targets = list(range(BATCH))[::-1] if given else None
+    res = METHODS[method](model, layers)(images, targets)  # all four layers in one call
+    refs = _reference_raw(model, method, layers, images, targets)
+    for layer in layers:
+        ref, ours = refs[layer], res.raw[layer].numpy()
+        assert ours.shape == ref.shape
+        assert ref.max() > 0
+        err = np.abs(ours - ref).max()
+        assert err <= 1e-5 * ref.max(), f"{method} {layer}: max diff {err:.3g} vs max {ref.max():.3g}"
+
+
+def test_gradcam_weights_are_the_spatial_mean_of_autograd(model, images):
+    """Independently of any library: w_k = mean_ij d(sum_b S_{b,t_b}) / dA_k[ij]."""
+    targets = torch.arange(BATCH) % 10
+    saved = {}
+    handle = model.layer3.register_forward_hook(lambda m, i, o: saved.__setitem__("a", o))
+    try:
+        x = images.clone().requires_grad_(True)
+        logits = model(x)
+        (grad,) = torch.autograd.grad(logits[torch.arange(BATCH), targets].sum(), saved["a"])
+    finally:
+        handle.remove()
+    expected = grad.mean(dim=(2, 3))
+    res = explain(model, images, layers="layer3", method="gradcam", targets=targets)
+    torch.testing.assert_close(res.weights["layer3"], expected, rtol=1e-5,
+                               atol=1e-6 * expected.abs().max().item())
+    raw = torch.relu((expected[:, :, None, None] * saved["a"].detach()).sum(1))
+    torch.testing.assert_close(res.raw["layer3"], raw, rtol=1e-4,
+                               atol=1e-6 * raw.max().item())
+
+
+def test_one_forward_and_one_backward_for_all_layers(images):
+    model = _random_model()
+    calls = {"forward": 0, "backward": 0}
+    h1 = model.register_forward_pre_hook(lambda m, i: calls.__setitem__("forward", calls["forward"] + 1))
+    h2 = model.linear.register_full_backward_hook(
+        lambda m, gi, go: calls.__setitem__("backward", calls["backward"] + 1))
+    try:
+        with GradCAMPlusPlus(model, ["layer1", "layer2", "layer3", "layer4"]) as cam:
+            res = cam(images)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert calls == {"forward": 1, "backward": 1}
+    assert set(res.maps) == {"layer1", "layer2", "layer3", "layer4"}
+
+
+# --------------------------------------------------------------------------- the result
+
+
+def test_maps_shape_range_and_targets(images):
+    model = _random_model()
+    with GradCAM(model, layers=["layer3", model.layer4]) as cam:  # a name and a module
+        res = cam(images)
+        res7 = cam(images, targets=7)
+    assert list(res.maps) == ["layer3", "layer4"]
+    for layer in res.maps:
+        m = res.maps[layer]
+        assert m.shape == (BATCH, 32, 32) and m.dtype == torch.float32
+        assert m.min() >= 0 and m.max() <= 1
+        peaks = m.flatten(1).max(1).values  # per image: 1, or 0 for a map with no evidence
+        assert ((peaks == 1) | (peaks == 0)).all() and (peaks == 1).any()
+    assert res.raw["layer3"].shape == (BATCH, 8, 8) and res.raw["layer4"].shape == (BATCH, 4, 4)
+    assert res.logits.shape == (BATCH, 10)
+    assert torch.equal(res.targets, res.logits.argmax(1)) and res.targets.dtype == torch.long
+    assert torch.allclose(res.probs.sum(1), torch.ones(BATCH))
+    assert torch.equal(res7.targets, torch.full((BATCH,), 7))
+
+
+def test_works_under_no_grad_and_leaves_images_alone(images):
+    model = _random_model()
+    before = images.clone()
+    with torch.no_grad():
+        res = explain(model, images, layers="layer4", method="gradcam++")
+    assert torch.equal(images, before) and not images.requires_grad
+    assert res.raw["layer4"].max() > 0
+
+
+def test_zero_map_gives_zeros_not_nan(images):
+    model = copy.deepcopy(_random_model())
+    with torch.no_grad():
+        model.linear.weight[3] = 0  # class 3's score no longer depends on any feature
+    for method in METHODS:
+        res = explain(model, images, layers=["layer3", "layer4"], method=method, targets=3)
+        for layer in res.maps:
+            assert torch.equal(res.raw[layer], torch.zeros_like(res.raw[layer]))
+            assert torch.equal(res.maps[layer], torch.zeros_like(res.maps[layer]))
+    assert torch.equal(normalize_maps(torch.zeros(2, 5, 5)), torch.zeros(2, 5, 5))
+    assert torch.equal(normalize_maps(torch.full((1, 3, 3), 2.0)), torch.zeros(1, 3, 3))
+
+
+def test_huge_logits_stay_finite(images):
+    model = copy.deepcopy(_random_model())
+    with torch.no_grad():
+        model.linear.weight.mul_(1e4)
+        model.linear.bias.mul_(1e4)
+    res = explain(model, images, layers=["layer3", "layer4"], method="gradcam++")
+    assert torch.isinf(torch.exp(res.logits)).any()  # exp(S) would have overflowed
+    for layer in res.maps:
+        assert torch.isfinite(res.raw[layer]).all() and torch.isfinite(res.weights[layer]).all()
+        assert torch.isfinite(res.maps[layer]).all() and res.maps[layer].max() == 1
+    assert torch.isfinite(res.probs).all()
+
+
+def test_seed_bug_weights_differ_from_eq19():
+    torch.manual_seed(1)
+    a = torch.rand(2, 4, 3, 3)
+    g = torch.randn(2, 4, 3, 3)
+    right, wrong = gradcampp_weights(a, g), gradcampp_seed_bug_weights(a, g)
+    assert right.shape == wrong.shape == (2, 4)
+    assert not torch.allclose(right, wrong)
+    # Eq. 19 by hand for one channel: alpha_ij = g^2 / (2 g^2 + sum(A) g^3)
+    g0, a0 = g[0, 0].double(), a[0, 0].double()
+    alpha = g0**2 / (2 * g0**2 + a0.sum() * g0**3 + 1e-6)
+    assert torch.isclose(right[0, 0].double(), (alpha * g0.clamp(min=0)).sum(), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- hygiene
+
+
+def test_hooks_removed_mode_and_requires_grad_restored(images):
+    model = _random_model().train()
+    model.layer1.requires_grad_(False)  # a partly frozen model must come back partly frozen
+    flags = [p.requires_grad for p in model.parameters()]
+    assert _hook_count(model) == 0
+    with GradCAM(model, ["layer2", "layer4"]) as cam:
+        assert _hook_count(model) == 2 and not model.training
+        cam(images[:2])
+        cam(images[:2], targets=[1, 2])
+    assert _hook_count(model) == 0 and model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())  # nothing written to .grad
+
+
+def test_hooks_removed_after_exception_in_with_block(images):
+    model = _random_model().train()
+    with pytest.raises(KeyError):
+        with GradCAMPlusPlus(model, "layer4") as cam:
+            cam(images[:2])
+            raise KeyError("boom")
+    assert _hook_count(model) == 0 and model.training
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_one_shot_call_outside_with_cleans_up_even_on_error(images):
+    model = _random_model().train()
+    cam = GradCAM(model, "layer4")
+    assert _hook_count(model) == 0  # constructing registers nothing
+    res = cam(images[:2])
+    assert res.maps["layer4"].shape == (2, 32, 32)
+    assert _hook_count(model) == 0 and model.training
+    with pytest.raises(RuntimeError):  # the model itself fails: 4 channels instead of 3
+        cam(torch.zeros(2, 4, 32, 32))
+    assert _hook_count(model) == 0 and model.training
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_bad_layer_name_lists_valid_names():
+    model = _random_model()
+    with pytest.raises(ValueError) as info:
+        GradCAM(model, ["layer3", "layer5"])
+    msg = str(info.value)
+    assert "'layer5'" in msg
+    for name in ("layer1", "layer4", "layer4.1", "linear"):
+        assert name in msg
+    assert "layer4.1.conv2" in msg and msg.count(",") < 40  # a hint, not 100 names
+    with pytest.raises(ValueError, match="not a sub-module"):
+        GradCAM(model, nn.Conv2d(3, 3, 1))
+
+
+def test_wrong_targets_raise(images):
+    model = _random_model()
+    with GradCAM(model, "layer4") as cam:
+        with pytest.raises(ValueError, match="targets has 3 entries but there are 4 images"):
+            cam(images[:4], targets=[1, 2, 3])
+        with pytest.raises(ValueError, match="class indices"):
+            cam(images[:4], targets=10)
+    assert _hook_count(model) == 0
+    with pytest.raises(ValueError, match="Unknown CAM method"):
+        explain(model, images[:1], method="scorecam")
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        explain(model, images[0])
+
+
+def test_nested_use_of_one_object_is_refused():
+    model = _random_model()
+    cam = GradCAM(model, "layer4")
+    with cam:
+        with pytest.raises(ValueError, match="already active"):
+            cam.__enter__()
+    assert _hook_count(model) == 0

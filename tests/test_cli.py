@@ -1,0 +1,44 @@
+import json
+import os
+import subprocess
+import sys
+
+from helpers import REPO, archive_path
+
+
+def _run(*args, fast=True, **env):
+    full_env = {**os.environ, "S9LIB_DATA": str(archive_path()), **env}
+    if fast:
+        full_env["S9LIB_FAST"] = "1"
+    return subprocess.run([sys.executable, "-m", "s9lib", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_train_end_to_end_in_fast_mode(tmp_path):
+    out = tmp_path / "run"
+    proc = _run("train", "--recipe", "fast", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["epochs"] == 1 and 0.0 <= summary["test_acc"] <= 1.0
+    assert (out / "checkpoint.pt").exists()
+    history = json.loads((out / "history.json").read_text())
+    assert history["info"]["train_images"] == 500 and history["recipe"]["name"] == "fast"
+    assert "epoch 1/1" in proc.stderr  # the progress bar
+
+
+def test_help_documents_every_flag():
+    proc = _run("train", "--help")
+    assert proc.returncode == 0
+    for flag in ("--recipe", "--epochs", "--data", "--out", "--resume", "--device", "--workers",
+                 "--seed", "--fast"):
+        assert flag in proc.stdout
+    assert "seed (60 epochs" in proc.stdout and "fast (" in proc.stdout
+
+
+def test_unknown_recipe_and_missing_data_are_clear_errors(tmp_path):
+    proc = _run("train", "--recipe", "slow", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "Unknown recipe 'slow'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = _run("train", "--data", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "missing.tar.gz" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,176 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from s9lib import seed_everything
+from s9lib.batches import DeviceBatches
+from s9lib.models import ResNet18
+from s9lib.train import (CHECKPOINT, HISTORY, History, fit, get_recipe, load_checkpoint,
+                         load_model, misclassified, per_class_accuracy, predict,
+                         save_checkpoint)
+
+from helpers import cifar
+
+CPU = torch.device("cpu")
+NUMERIC = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
+
+
+def _model(seed=0):
+    seed_everything(seed)
+    return ResNet18()
+
+
+def test_fast_training_on_real_images_lowers_the_loss():
+    data = cifar(train_per_class=10, test_per_class=5)
+    recipe = get_recipe("seed", batch_size=25)
+    history = fit(_model(), data, recipe, epochs=4, device=CPU, progress=False)
+    losses = history.column("train_loss")
+    assert len(history) == 4 and losses[-1] < losses[0]
+    assert all(0.0 <= a <= 1.0 for a in history.column("test_acc"))
+    assert history.recipe["name"] == "seed" and history.device.startswith("cpu")
+
+
+def test_fast_recipe_runs_on_the_device_path():
+    data = cifar(train_per_class=10, test_per_class=5)
+    recipe = get_recipe("fast", batch_size=25)
+    history = fit(_model(), data, recipe, epochs=2, device=CPU, progress=False)
+    assert len(history) == 2 and np.isfinite(history.column("train_loss")).all()
+
+
+@pytest.mark.parametrize("recipe", ["seed", "fast"])
+def test_resume_after_interruption_gives_the_uninterrupted_history(tmp_path, recipe):
+    data = cifar(train_per_class=6, test_per_class=2)
+    r = get_recipe(recipe, batch_size=20)
+    straight = fit(_model(), data, r, epochs=2, device=CPU, progress=False,
+                   out=tmp_path / "a")
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(history):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(_model(), data, r, epochs=2, device=CPU, progress=False, out=tmp_path / "b",
+            on_epoch_end=stop)
+    assert load_checkpoint(tmp_path / "b")["epoch"] == 1
+    resumed = fit(_model(seed=123), data, r, epochs=2, device=CPU, progress=False,
+                  out=tmp_path / "b", resume=True)
+    for key in NUMERIC:
+        assert resumed.column(key) == straight.column(key), key
+    a = load_checkpoint(tmp_path / "a")["model"]
+    b = load_checkpoint(tmp_path / "b")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_recipe(tmp_path):
+    data = cifar(train_per_class=2, test_per_class=1)
+    fit(_model(), data, get_recipe("seed", batch_size=10), epochs=1, device=CPU,
+        progress=False, out=tmp_path)
+    with pytest.raises(ValueError, match="different recipe"):
+        fit(_model(), data, get_recipe("seed", batch_size=5), epochs=1, device=CPU,
+            progress=False, out=tmp_path, resume=True)
+
+
+def test_checkpoint_and_history_round_trip(tmp_path):
+    data = cifar(train_per_class=2, test_per_class=1)
+    history = fit(_model(), data, get_recipe("seed", batch_size=10), epochs=1, device=CPU,
+                  progress=False, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, HISTORY]
+    state = load_checkpoint(tmp_path / CHECKPOINT)
+    assert {"model", "optimizer", "scheduler", "epoch", "history", "recipe"} <= set(state)
+    assert History.load(tmp_path / HISTORY).to_dict() == history.to_dict()
+    assert json.loads((tmp_path / HISTORY).read_text())["epochs"][0]["epoch"] == 1
+
+    model = load_model(tmp_path, device="cpu")
+    mean, std = model.normalization
+    assert mean == pytest.approx((0.4914, 0.4822, 0.4465))  # the seed preset's statistics
+    reloaded = predict(model, data.test, device=CPU, mean=mean, std=std)
+    model2 = _model()
+    model2.load_state_dict(state["model"])
+    assert np.allclose(reloaded, predict(model2, data.test, device=CPU, mean=mean, std=std),
+                       atol=1e-5)
+
+
+def test_checkpoint_save_is_atomic(tmp_path):
+    """A save that fails half way leaves the previous checkpoint intact and no temp files."""
+    model = _model()
+    path = tmp_path / CHECKPOINT
+    save_checkpoint(path, model, epoch=1)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    history = History(info={"bad": Unpicklable()})
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, model, epoch=2, history=history)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable s9lib checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    other = torch.nn.Sequential(torch.nn.Linear(4, 10))
+    other.linear = other[0]
+    torch.save({"model": other.state_dict(), "arch": "ResNet18", "num_classes": 10},
+               tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="does not fit the CIFAR ResNet18"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_unknown_recipe_and_fields():
+    with pytest.raises(ValueError, match="fast"):
+        get_recipe("slow")
+    with pytest.raises(ValueError, match="optimizer"):
+        replace(get_recipe("seed"), optimizer="lamb")
+
+
+def test_per_class_accuracy_and_misclassified():
+    labels = np.array([0, 0, 1, 1, 2])
+    logits = np.array([[5, 0, 0], [0, 4, 0], [0, 3, 0], [9, 0, 0], [0, 0, 1]], float)
+    acc = per_class_accuracy(labels, logits.argmax(1), num_classes=4)
+    assert acc[:3].tolist() == [0.5, 0.5, 1.0] and np.isnan(acc[3])
+    wrong = misclassified(logits, labels)
+    assert wrong.indices.tolist() == [3, 1]  # most confident mistake first
+    assert wrong.pred.tolist() == [0, 1] and wrong.true.tolist() == [1, 0]
+    assert (np.diff(wrong.confidence) <= 0).all()
+
+
+def test_device_batches_augment_repeatably():
+    split = cifar(train_per_class=4, test_per_class=1).train
+    plain = DeviceBatches(split, 8, CPU, shuffle=False, augment=())
+    aug = DeviceBatches(split, 8, CPU, shuffle=True, seed=1)
+    x0, y0 = next(iter(plain))
+    assert x0.shape == (8, 3, 32, 32) and y0.tolist() == split.labels[:8].tolist()
+    first = [x.clone() for x, _ in aug]
+    again = [x for x, _ in aug]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    aug.set_epoch(1)
+    assert not torch.equal(first[0], next(iter(aug))[0])
+    # Without augmentation the batch is the normalised image, exactly.
+    expect = (split.images[:8] / 255.0 - np.array([0.4914, 0.4822, 0.4465])) / np.array(
+        [0.2470, 0.2435, 0.2616])
+    assert np.allclose(x0.permute(0, 2, 3, 1).numpy(), expect, atol=1e-4)
+    with pytest.raises(ValueError, match="mixup"):
+        DeviceBatches(split, 8, CPU, shuffle=True, augment=("mixup",))
+
+
+def test_device_crop_is_a_shifted_window_of_the_padded_image():
+    split = cifar(train_per_class=1, test_per_class=1).train
+    batches = DeviceBatches(split, 10, CPU, shuffle=False, augment=("crop",), seed=3)
+    x, _ = next(iter(batches))
+    padded = np.pad(split.images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    norm = (padded / 255.0 - np.array([0.4914, 0.4822, 0.4465])) / np.array(
+        [0.2470, 0.2435, 0.2616])
+    for i in range(10):
+        got = x[i].permute(1, 2, 0).numpy()
+        assert any(np.allclose(got, norm[i, dy:dy + 32, dx:dx + 32], atol=1e-4)
+                   for dy in range(9) for dx in range(9))

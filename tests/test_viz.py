@@ -1,0 +1,168 @@
+"""s9lib.viz: every function returns a Figure with the expected axes, no pyplot state."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import _pylab_helpers
+from matplotlib.figure import Figure
+from pytorch_grad_cam.utils.image import show_cam_on_image
+
+from s9lib import viz
+from s9lib.cam import CamResult
+from s9lib.train import EpochRecord, History
+
+LAYERS = ["layer3", "layer4"]
+
+
+@pytest.fixture(autouse=True)
+def no_pyplot_figures():
+    """No function may leave a figure in pyplot's global list (notebooks would show it twice)."""
+    before = _pylab_helpers.Gcf.get_num_fig_managers()
+    yield
+    assert _pylab_helpers.Gcf.get_num_fig_managers() == before
+
+
+def _images(n=3, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _result(n=3, size=32, layers=LAYERS, seed=0, targets=None) -> CamResult:
+    g = torch.Generator().manual_seed(seed)
+    maps = {name: torch.rand(n, size, size, generator=g) for name in layers}
+    logits = torch.randn(n, 10, generator=g)
+    tgt = logits.argmax(1) if targets is None else torch.as_tensor(targets)
+    return CamResult(maps=maps, raw={k: v[:, ::8, ::8] for k, v in maps.items()},
+                     weights={}, targets=tgt, logits=logits, method="gradcam",
+                     layers=list(layers))
+
+
+def _history(name, epochs=4, offset=0.0):
+    return History([EpochRecord(e, 2 / e + offset, 0.3 + 0.1 * e, 2.2 / e + offset,
+                                0.25 + 0.1 * e, 0.1, 1.0, 100.0) for e in range(1, epochs + 1)],
+                   recipe={"name": name})
+
+
+def _renders(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    return buf.getvalue().startswith(b"\x89PNG")
+
+
+# --------------------------------------------------------------------------- overlay
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 0.8])
+@pytest.mark.parametrize("as_uint8", [True, False])
+def test_overlay_matches_pytorch_grad_cam(alpha, as_uint8):
+    rng = np.random.default_rng(1)
+    img_u8 = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    img_f = img_u8.astype(np.float32) / 255
+    mask = rng.random((32, 32)).astype(np.float32)
+    ours = viz.overlay(img_u8 if as_uint8 else img_f, mask, alpha=alpha)
+    ref = show_cam_on_image(img_f, mask, use_rgb=True, image_weight=1 - alpha)
+    assert ours.shape == (32, 32, 3) and ours.dtype == np.float32
+    assert 0 <= ours.min() and ours.max() <= 1
+    assert np.abs(ours * 255 - ref.astype(np.float32)).max() <= 1.0  # ref rounds to uint8
+
+
+def test_heatmap_is_opencv_jet_in_rgb():
+    hot, cold = viz.heatmap(np.ones((2, 2))), viz.heatmap(np.zeros((2, 2)))
+    np.testing.assert_allclose(hot[0, 0], [128 / 255, 0, 0], atol=1e-6)  # dark red
+    np.testing.assert_allclose(cold[0, 0], [0, 0, 128 / 255], atol=1e-6)  # dark blue
+
+
+def test_overlay_resizes_a_small_map_and_checks_inputs():
+    out = viz.overlay(_images(1, 64)[0], torch.rand(4, 4))  # a layer4-sized map on a photo
+    assert out.shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="alpha"):
+        viz.overlay(_images(1)[0], np.zeros((32, 32)), alpha=1.5)
+    with pytest.raises(ValueError, match="denormalize"):
+        viz.overlay(np.full((32, 32, 3), -1.5, np.float32), np.zeros((32, 32)))
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_cam_grid_axes():
+    fig = viz.cam_grid(_images(3), _result(3), LAYERS, true=[0, 1, 2])
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3 * (1 + 2 * len(LAYERS))
+    assert "%" in fig.axes[0].get_title()
+    fig = viz.cam_grid(_images(3), _result(3), "layer4", heatmaps=False)
+    assert len(fig.axes) == 3 * 2
+    assert _renders(fig)
+
+
+def test_cam_grid_says_when_the_explained_class_is_not_the_prediction():
+    res = _result(2)
+    other = (res.logits.argmax(1) + 1) % 10
+    res.targets = other
+    fig = viz.cam_grid(_images(2), res, LAYERS)
+    assert "explains" in fig.axes[0].get_title()
+
+
+def test_cam_grid_unknown_layer():
+    with pytest.raises(ValueError, match="layer1"):
+        viz.cam_grid(_images(2), _result(2), ["layer1"])
+
+
+def test_gradcam_report_axes():
+    photo = _images(1, 96)[0][:, :80]
+    res = _result(1, layers=["layer1", "layer2", "layer3", "layer4"])
+    fig = viz.gradcam_report(photo, _images(1)[0], res, 0, crop_box=(8, 0, 80), name="x.jpg")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 1 + 2 + 2 * 4  # photo, input, top-3; heatmap + overlay per layer
+    assert "x.jpg" in fig.get_suptitle()
+    assert _renders(fig)
+
+
+def test_misclassified_gallery_axes():
+    imgs = _images(5)
+    true, pred, conf = [0, 1, 2, 3, 4], [1, 2, 3, 4, 5], [0.9, 0.8, 0.7, 0.6, 0.5]
+    fig = viz.misclassified_gallery(imgs, true, pred, conf, ncols=3)
+    assert isinstance(fig, Figure) and len(fig.axes) == 5
+    assert "true airplane" in fig.axes[0].get_title()
+    fig = viz.misclassified_gallery(imgs, true, pred, conf, cams=_result(5).maps["layer4"])
+    assert len(fig.axes) == 10
+    fig = viz.misclassified_gallery(imgs[:0], [], [], [])
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert _renders(fig)
+
+
+def test_training_curves_one_and_several_histories():
+    fig = viz.training_curves(_history("seed"))
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert all(len(ax.get_lines()) == 2 for ax in fig.axes)  # train and test
+    fig = viz.training_curves({"seed": _history("seed"), "fast": _history("fast", 3, -0.2)})
+    assert all(len(ax.get_lines()) == 4 for ax in fig.axes)
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert {"seed", "fast", "train", "test"} <= set(legend)
+    fig = viz.training_curves([_history("a"), _history("b")], labels=["A", "B"])
+    assert "A" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert _renders(fig)
+
+
+def test_per_class_bars():
+    acc = np.linspace(0.5, 0.95, 10)
+    fig = viz.per_class_bars(acc)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert len(fig.axes[0].patches) == 10
+    fig = viz.per_class_bars({"seed": acc, "fast": acc[::-1]})
+    assert len(fig.axes[0].patches) == 20
+    with pytest.raises(ValueError, match="10 classes"):
+        viz.per_class_bars(acc[:9])
+    assert _renders(fig)
+
+
+def test_image_grid_has_one_axes_per_image():
+    fig = viz.image_grid(list(_images(10)), titles=[str(i) for i in range(10)], ncols=4)
+    assert isinstance(fig, Figure) and len(fig.axes) == 10
+    assert fig.axes[3].get_title() == "3"
+    # float images, grayscale and CHW tensors are fine too
+    fig = viz.image_grid([np.zeros((32, 32), np.float32), torch.rand(3, 32, 32)], ncols=8)
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="titles"):
+        viz.image_grid(_images(3), titles=["a"])
+    assert _renders(fig)
