@@ -117,6 +117,9 @@ async function main() {
         await page.keyboard.press("ArrowLeft");
         await page.waitForTimeout(300);
       }
+      // Top of the page, nothing focused: sticky header and sidebar where a reader sees them.
+      await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
+      await page.waitForTimeout(300);
       const shot = join(outDir, file.replace(/\.html$/, ".png"));
       await page.screenshot({ path: shot, fullPage: true });
       for (const e of errors) problems.push(`${file}: ${e}`);

@@ -12,7 +12,9 @@ Presets:
     The course assignment's training pipeline ported faithfully, bugs included: the flip
     always fires (p=1), Normalize runs *first* with a mistyped std (0.2023, 0.1994, 0.2010),
     so the cutout is filled with the mean *in normalised space* (a light grey patch instead
-    of an average-coloured one) and brightness/contrast act on normalised floats.
+    of an average-coloured one) and brightness/contrast act on normalised floats, where
+    albumentations clips the result to [0, 1]: whenever it fires (p=0.5) the whole normalised
+    image is squeezed into [0, 1], i.e. pixels between the mean and one std above it.
 ``"seed-fixed"``
     The same intent with the bugs fixed: flip p=0.5, 4-pixel reflect pad + random 32x32
     crop, brightness/contrast and a 12x12 cutout (filled with the mean pixel) on uint8

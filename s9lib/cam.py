@@ -37,11 +37,13 @@ Why this module exists instead of copying what was around:
 
 How the gradients are taken: a forward hook keeps each layer's output tensor (still attached
 to the graph) and, after the forward pass, ``torch.autograd.grad(score, outputs)`` returns
-``dS/dA`` for all layers in one backward pass. That is the same tensor a tensor hook
-(``output.register_hook``) would see, but needs no backward hooks at all:
-``register_full_backward_hook`` wraps the module's outputs in a ``BackwardHookFunction`` that
-breaks when a later op works in place, and reports the gradient w.r.t. the module's output
-only as the module saw it, which is not what you want for a module called twice. The model's
+``dS/dA`` for every layer in one backward pass. That is exactly the tensor a tensor hook
+(``output.register_hook``) would receive, with no hook in the backward pass at all, results
+keyed by layer name rather than by the order hooks fire, and autograd runs only the part of the
+graph between the logits and the earliest hooked layer. ``register_full_backward_hook`` is the
+wrong tool: it wraps the module's inputs and outputs in a ``BackwardHookFunction`` (an in-place
+op on them later raises), and it does not fire in some cases (pytorch/pytorch#61519, the reason
+pytorch-grad-cam avoids it too). A tensor-level gradient is correct here because the model's
 ReLUs are separate, non-in-place modules (``s9lib.models``), so every layer output stays
 intact; an in-place change after a hooked layer is detected and raises a clear error.
 
@@ -59,6 +61,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -203,7 +206,7 @@ def _resolve_targets(targets, logits: torch.Tensor) -> torch.Tensor:
     batch, num_classes = logits.shape
     if targets is None:
         t = logits.detach().argmax(dim=1)
-    elif isinstance(targets, int) or (torch.is_tensor(targets) and targets.ndim == 0):
+    elif np.ndim(targets) == 0:  # an int, a numpy integer or a 0-d tensor
         t = torch.full((batch,), int(targets), dtype=torch.long, device=logits.device)
     else:
         t = torch.as_tensor(targets, dtype=torch.long).reshape(-1).to(logits.device)
@@ -317,10 +320,12 @@ class BaseCAM:
             shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
             raise ValueError(f"images must be a normalised (B, 3, H, W) tensor, got {shape}; "
                              "convert uint8 HWC arrays with s9lib.augment first.")
-        device = next(self.model.parameters()).device
+        param = next(self.model.parameters(), None)
+        device, dtype = (param.device, param.dtype) if param is not None else (images.device,
+                                                                              torch.float32)
         # A fresh leaf that requires grad: the graph exists even though the parameters are
         # frozen here, and the caller's tensor is never modified.
-        x = images.detach().to(device=device, dtype=torch.float32).requires_grad_(True)
+        x = images.detach().to(device=device, dtype=dtype).requires_grad_(True)
         self._saved.clear()
         try:
             with torch.enable_grad():  # notebooks often call this inside torch.no_grad()

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
+from .augment import CIFAR10_MEAN, CIFAR10_STD
 from .models import ResNet18
 from .runtime import get_device
-from .train import load_checkpoint
+from .train import CHECKPOINT, load_checkpoint, load_model, resnet18_from_state
 
 __all__ = ["WEIGHTS_DIR", "DEFAULT_WEIGHTS", "available", "pretrained", "export_weights",
-           "weights_meta"]
+           "weights_meta", "load"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The file ``pretrained()`` loads by default: the best run shipped so far.
@@ -59,16 +60,58 @@ def pretrained(name: str | os.PathLike | None = None,
     ``model.meta`` where the weights came from.
     """
     path = _path(name)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = _read(path)
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise ValueError(f"{path} is not an s9lib weights file (made by export_weights).")
-    model = ResNet18(num_classes=blob["meta"].get("num_classes", 10))
-    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
-    norm = blob["meta"]["normalization"]
+    arch = blob.get("meta", {}).get("arch", "ResNet18")
+    if arch != "ResNet18":
+        raise ValueError(f"{path} holds a {arch}, not the CIFAR ResNet18 s9lib uses.")
+    model = resnet18_from_state(blob["state_dict"], path)
+    norm = blob["meta"].get("normalization") or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
     model.normalization = (tuple(norm["mean"]), tuple(norm["std"]))
     model.meta = blob["meta"]
     dev = device if isinstance(device, torch.device) else get_device(device)
     return model.to(dev).eval()
+
+
+def _read(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path} is not a file torch can read ({reason}); pass the "
+                         "checkpoint.pt of an s9lib run or an s9lib weights file.") from exc
+
+
+def load(checkpoint: str | os.PathLike | None = None,
+         device: torch.device | str | None = None) -> ResNet18:
+    """The model behind a ``--checkpoint`` argument, whatever it points at.
+
+    None: the shipped weights (:func:`pretrained`); a run folder or its ``checkpoint.pt``
+    (:func:`s9lib.train.load_model`); a weights file (:func:`export_weights`). Anything else,
+    including a checkpoint of another architecture, is refused with one clear sentence.
+    """
+    if checkpoint is None:
+        if not available() and not os.environ.get("S9LIB_WEIGHTS"):
+            raise FileNotFoundError(
+                "No shipped weights in this installation of s9lib (s9lib/weights/ is empty); "
+                "pass --checkpoint runs/DIR/checkpoint.pt from `python -m s9lib train --out "
+                "runs/DIR`, or a weights file.")
+        return pretrained(device=device)
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}; pass the checkpoint.pt of a run "
+                                "(`python -m s9lib train --out DIR`) or a weights file.")
+    blob = _read(path)
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and "meta" in blob:
+        return pretrained(path, device=device)
+    if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+        return load_model(path, device)
+    raise ValueError(f"{path} is neither an s9lib training checkpoint (written by "
+                     "s9lib.train.save_checkpoint) nor an s9lib weights file (written by "
+                     "s9lib.pretrained.export_weights).")
 
 
 def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **meta) -> Path:

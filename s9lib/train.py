@@ -47,6 +47,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "resnet18_from_state",
     "prepare_model",
 ]
 
@@ -256,17 +257,38 @@ def load_model(path: str | os.PathLike, device: torch.device | str | None = None
     arch = state.get("arch", "ResNet18")
     if arch != "ResNet18":
         raise ValueError(f"{path} holds a {arch}, not the CIFAR ResNet18 s9lib uses.")
-    model = ResNet18(num_classes=state.get("num_classes", 10))
-    weights = {k: v.float() for k, v in state["model"].items()}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[:3]
-        raise ValueError(f"{path} does not fit the CIFAR ResNet18 (another architecture?): "
-                         + " ".join(first)) from exc
+    model = resnet18_from_state(state["model"], path)
     norm = state.get("normalization") or {"mean": aug.CIFAR10_MEAN, "std": aug.CIFAR10_STD}
     model.normalization = (tuple(norm["mean"]), tuple(norm["std"]))  # what its inputs need
     return model.to(get_device(device) if not isinstance(device, torch.device) else device).eval()
+
+
+def resnet18_from_state(state: dict, path: str | os.PathLike = "the state dict") -> ResNet18:
+    """A float32 ``ResNet18`` holding ``state``; refuses another architecture in one sentence.
+
+    torch's own error lists every missing key (thousands of characters); this one says how
+    many tensors are missing, unknown or of another shape, with an example of each.
+    """
+    head = state.get("linear.weight")
+    model = ResNet18(num_classes=head.shape[0] if torch.is_tensor(head) and head.ndim == 2 else 10)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} of ResNet18's {len(expected)} tensors missing "
+                           f"(e.g. {', '.join(missing[:3])})")
+        if extra:
+            details.append(f"{len(extra)} unknown (e.g. {', '.join(extra[:3])})")
+        if wrong:
+            details.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
+        raise ValueError(f"{path} does not hold the CIFAR ResNet18 (another architecture?): "
+                         + "; ".join(details) + ". Pass a checkpoint of s9lib.models.ResNet18.")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model
 
 
 # --------------------------------------------------------------------------- the loop

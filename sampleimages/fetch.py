@@ -31,8 +31,6 @@ SOURCES = [
     ("chelsea_cat.jpg", "skimage", "scikit-image", "data/chelsea.png", "a cat (CIFAR: cat)"),
     ("rocket.jpg", "skimage", "scikit-image", "data/rocket.jpg",
      "a Falcon 9 rocket launch (not a CIFAR class; nearest: airplane)"),
-    ("motorcycle.jpg", "skimage", "scikit-image", "data/motorcycle_left.png",
-     "a motorcycle in a workshop (not a CIFAR class; nearest: automobile/truck)"),
     ("astronaut.jpg", "skimage", "scikit-image", "data/astronaut.png",
      "astronaut Eileen Collins (out of distribution: a person)"),
     ("coffee.jpg", "skimage", "scikit-image", "data/coffee.png",

@@ -118,3 +118,14 @@ def test_normalize_and_denormalize_round_trip():
     img = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     back = augment.denormalize(augment.normalize(img))
     assert np.allclose(back * 255, img, atol=1e-3)
+
+
+def test_seed_brightness_contrast_clips_normalised_images_to_0_1():
+    """The seed's RandomBrightnessContrast runs on normalised floats and clips them to [0, 1]:
+    every image it touches loses all values below the mean; the fixed preset never does."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for name, expect_clipped in (("seed", True), ("seed-fixed", False)):
+        t = augment.build(name, to_tensor=False, seed=5)
+        clipped = sum(t(image=img)["image"].min() >= 0 for _ in range(100))
+        assert (clipped > 20) == expect_clipped, (name, clipped)

@@ -294,3 +294,26 @@ def test_nested_use_of_one_object_is_refused():
         with pytest.raises(ValueError, match="already active"):
             cam.__enter__()
     assert _hook_count(model) == 0
+
+
+class _Twice(nn.Module):
+    """A module that runs the same conv twice: a layer a CAM cannot be tied to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+
+    def forward(self, x):
+        return self.head(self.conv(self.conv(x)))
+
+
+def test_inplace_change_and_reused_modules_are_refused():
+    inplace = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="modified in place"):
+        explain(inplace, torch.randn(2, 3, 8, 8), layers="0")
+    assert explain(inplace, torch.randn(2, 3, 8, 8), layers="1").maps["1"].shape == (2, 8, 8)
+    with pytest.raises(ValueError, match="ran 2 times"):
+        explain(_Twice(), torch.randn(2, 3, 8, 8), layers="conv")
+    assert _hook_count(inplace) == 0

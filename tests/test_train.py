@@ -122,7 +122,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     other.linear = other[0]
     torch.save({"model": other.state_dict(), "arch": "ResNet18", "num_classes": 10},
                tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="does not fit the CIFAR ResNet18"):
+    with pytest.raises(ValueError, match="does not hold the CIFAR ResNet18"):
         load_model(tmp_path / "other.pt")
 
 

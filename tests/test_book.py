@@ -1,0 +1,219 @@
+"""The book: chapter conventions (static checks on the notebooks) and a real HTML build.
+
+(a) Every chapter in book/_toc.yml exists, starts with the Colab bootstrap cell, has a
+    Summary and an Exercises section, at least one `# NBVAL_CHECK_OUTPUT` cell and stored
+    outputs from a full (not FAST) run.
+(b) `book/build.sh` builds the book offline with warnings as errors; every chapter page has
+    its figures, loads the widget manager and MathJax from the site itself (no CDN), and
+    pages with sliders embed their widget state, links included.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from s9lib.book import BOOTSTRAP_CELL, REPOSITORY_URL, chapters
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+
+#: The book's chapters in reading order (DESIGN.md). _toc.yml lists those that exist, in
+#: this order.
+PLANNED = [
+    "01_augmentation",
+    "02_resnet18_anatomy",
+    "03_training",
+    "04_gradcam",
+    "05_gradcam_plusplus",
+    "06_explorer",
+    "07_evaluating",
+]
+CHAPTERS = chapters(BOOK)
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+# --------------------------------------------------------------------------- (a) static
+
+
+def test_toc_lists_existing_chapters_in_design_order():
+    toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
+    assert toc["format"] == "jb-book" and toc["root"] == "intro"
+    names = [p.stem for p in CHAPTERS]
+    assert names, "no chapters in _toc.yml"
+    unknown = [n for n in names if n not in PLANNED]
+    assert not unknown, f"chapters not in the planned list {PLANNED}: {unknown}"
+    assert names == sorted(names, key=PLANNED.index), f"chapters out of order: {names}"
+    for path in CHAPTERS:
+        assert path.exists(), f"{path.name} is in _toc.yml but does not exist"
+    # A chapter notebook that exists but is not in the toc would be silently left out.
+    on_disk = {p.stem for p in BOOK.glob("[0-9][0-9]_*.ipynb")}
+    assert on_disk == set(names), f"notebooks not in _toc.yml: {sorted(on_disk - set(names))}"
+
+
+def test_intro_links_every_chapter():
+    intro = (BOOK / "intro.md").read_text()
+    for path in CHAPTERS:
+        assert f"]({path.name})" in intro, f"intro.md does not link {path.name}"
+
+
+def test_repository_url_is_the_same_in_config_and_library():
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    assert config["repository"]["url"] == REPOSITORY_URL
+    assert config["repository"]["path_to_book"] == "book"
+    assert config["execute"]["execute_notebooks"] == "off"
+    assert "colab_url" in config["launch_buttons"]
+
+
+def test_bootstrap_cell_is_self_contained():
+    # It runs before s9lib is installed: it may import s9lib only at the very end.
+    lines = BOOTSTRAP_CELL.splitlines()
+    assert lines[-1] == "import s9lib"
+    assert not any("s9lib" in l and ("import" in l or "from" in l) for l in lines[:-1])
+    assert REPOSITORY_URL in BOOTSTRAP_CELL and "S9LIB_INSTALL_SPEC" in BOOTSTRAP_CELL
+    compile(BOOTSTRAP_CELL, "<bootstrap>", "exec")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_conventions(path: Path):
+    nb = _read(path)
+    code = _code_cells(nb)
+    assert code, "no code cells"
+    assert code[0].source == BOOTSTRAP_CELL, (
+        "the first code cell must be s9lib.book.BOOTSTRAP_CELL, verbatim")
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert re.match(r"#\s+\S", nb.cells[0].source), "the first cell must be the # title"
+    assert re.search(r"^##\s+Summary\s*$", markdown, re.M), "no '## Summary' section"
+    exercises = re.search(r"^##\s+Exercises\s*$(.*)", markdown, re.M | re.S)
+    assert exercises, "no '## Exercises' section"
+    n_exercises = len(re.findall(r"^\d+\.\s", exercises.group(1), re.M))
+    assert 2 <= n_exercises <= 4, f"{n_exercises} exercises; the book asks for 2 to 4"
+    checked = [c for c in code if re.search(r"^#\s*NBVAL_CHECK_OUTPUT", c.source, re.M)]
+    assert checked, "no `# NBVAL_CHECK_OUTPUT` cell"
+    assert all(c.outputs for c in checked), "a NBVAL_CHECK_OUTPUT cell has no stored output"
+    assert not re.search(r"\binteract(ive)?\b", "\n".join(c.source for c in code)), (
+        "no `interact`: it needs a kernel; use s9lib.widgets (precomputed frames + jslink)")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_has_stored_outputs_from_a_full_run(path: Path):
+    nb = _read(path)
+    code = _code_cells(nb)
+    unexecuted = [i for i, c in enumerate(code) if c.execution_count is None]
+    assert not unexecuted, f"code cells {unexecuted} were never executed; run python -m s9lib.book"
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), "outputs are not from one top-to-bottom run"
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"], "a stored output is an error"
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "mode:     full" in text, (
+        "stored outputs must come from a full run that prints s9lib.book.run_info(); "
+        "refresh them with `python -m s9lib.book` (without --fast)")
+    views = [o.data[WIDGET_VIEW]["model_id"] for o in outputs if WIDGET_VIEW in o.get("data", {})]
+    if views:
+        state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+        missing = [v for v in views if v not in state]
+        assert not missing, "widget views without stored widget state (store_widget_state=True)"
+        assert any(m["model_name"] == "LinkModel" for m in state.values())
+
+
+# --------------------------------------------------------------------------- (b) build
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The HTML book, built by book/build.sh into a temporary folder."""
+    if shutil.which("jupyter-book") is None:
+        pytest.fail("jupyter-book is not installed: pip install -e '.[book,test]'")
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run(["bash", str(BOOK / "build.sh"), str(out)], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"build.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return out / "_build" / "html"
+
+
+def _scripts(page: str) -> list[str]:
+    return [html.unescape(s) for s in re.findall(r'<script[^>]*\ssrc="([^"]+)"', page)]
+
+
+def _images(page: str) -> list[str]:
+    return [html.unescape(s) for s in re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)]
+
+
+def test_build_has_every_page_without_external_scripts(built: Path):
+    for name in ["intro", *[p.stem for p in CHAPTERS]]:
+        page_path = built / f"{name}.html"
+        assert page_path.exists(), f"{page_path.name} was not built"
+        page = page_path.read_text()
+        external = [s for s in _scripts(page) if re.match(r"(https?:)?//", s)]
+        assert not external, f"{name}.html loads scripts from elsewhere: {external}"
+        assert "tex-mml-chtml.js" not in page or any(
+            s.startswith("_static/tex-mml-chtml.js") for s in _scripts(page))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_built_chapter_has_its_figures_and_widgets(built: Path, path: Path):
+    page = (built / f"{path.stem}.html").read_text()
+    figures = [s for s in _images(page) if s.startswith("_images/")]
+    assert figures, f"{path.stem}.html has no figures"
+    for src in _images(page):
+        if not re.match(r"(https?:)?//|data:", src):
+            assert (built / src.split("?")[0]).exists(), f"{path.stem}.html: missing image {src}"
+    nb = _read(path)
+    n_stored = sum(1 for c in _code_cells(nb) for o in c.outputs
+                   if "image/png" in o.get("data", {}))
+    assert len(figures) == n_stored, f"{n_stored} figures stored, {len(figures)} in the page"
+
+    has_widgets = WIDGET_STATE in json.dumps(nb.metadata.get("widgets", {}))
+    state_scripts = re.findall(
+        rf'<script type="{re.escape(WIDGET_STATE)}">(.*?)</script>', page, re.S)
+    if not has_widgets:
+        assert not state_scripts
+        return
+    assert len(state_scripts) == 1, "the page must embed the notebook's widget state once"
+    state = json.loads(html.unescape(state_scripts[0]))["state"]
+    assert any(m["model_name"] == "LinkModel" for m in state.values()), "no LinkModel in the page"
+    managers = [s for s in _scripts(page)
+                if Path(s.split("?")[0]).name in ("embed.js", "embed-amd.js")]
+    assert len(managers) == 1, f"the widget manager must be loaded once, got {managers}"
+    assert managers[0].startswith("_static/"), f"not served by the site: {managers[0]}"
+    assert (built / managers[0].split("?")[0]).exists()
+    assert "application/vnd.jupyter.widget-view+json" in page
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_sliders_work_in_a_browser(built: Path, tmp_path: Path):
+    # book/screenshots.mjs serves the built book locally, blocks every other host, presses
+    # ArrowRight twice on each page's first slider and fails unless the visible frame changes.
+    if not (BOOK / "node_modules" / "playwright-core").exists():
+        pytest.fail("book/node_modules has no playwright-core: run `npm ci` in book/")
+    proc = subprocess.run(["node", str(BOOK / "screenshots.mjs"), str(built), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    widget_pages = [p.stem for p in CHAPTERS
+                    if WIDGET_STATE in json.dumps(_read(p).metadata.get("widgets", {}))]
+    lines = {l.split(":")[0]: l for l in proc.stdout.splitlines()}
+    for name in widget_pages:
+        assert "visible frame changed" in lines.get(f"{name}.html", ""), proc.stdout
+    for name in ["intro", *[p.stem for p in CHAPTERS]]:
+        assert (tmp_path / f"{name}.png").exists()
