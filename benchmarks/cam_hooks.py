@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = ResNet18().eval()
+    model = ResNet18().train()  # in train mode, to show the CAM calls restore it
     x = torch.randn(args.batch, 3, 32, 32)
     checkpoints = {10, args.calls // 2, args.calls}
     print(f"{args.calls} CAM calls, batch {args.batch}, layers {LAYERS}, torch {torch.__version__}")
@@ -73,7 +73,7 @@ def main() -> None:
             print(f"call {i:>5}: RSS {rss_mib():7.1f} MiB, hooks on model {hook_count(model)}, "
                   f"{time.perf_counter() - start:6.1f} s so far")
     print(f"hooks left on the model after {args.calls} calls: {hook_count(model)}")
-    print(f"model.training={model.training}, all requires_grad restored: "
+    print(f"model.training={model.training} (was True), all requires_grad restored: "
           f"{all(p.requires_grad for p in model.parameters())}")
 
 

@@ -32,7 +32,7 @@ REFERENCE = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus}
 
 def load_model() -> tuple[torch.nn.Module, str]:
     try:
-        from s9lib.pretrained import pretrained
+        from s9lib.checkpoints import pretrained
 
         return pretrained(device="cpu"), "shipped weights"
     except FileNotFoundError:

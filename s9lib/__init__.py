@@ -6,15 +6,12 @@ The library behind the s9-book chapters. Modules, in data-flow order:
 
 from .runtime import FAST, cache_dir, fast_mode, get_device, seed_everything
 
+# Bound after the submodule import on purpose: `s9lib.pretrained` is the function (the
+# submodule stays importable as `from s9lib.checkpoints import ...`).
+from .checkpoints import pretrained  # noqa: E402
+
 __version__ = "0.1.0"
 
-__all__ = ["FAST", "cache_dir", "fast_mode", "get_device", "seed_everything", "__version__"]
+__all__ = ["FAST", "cache_dir", "fast_mode", "get_device", "pretrained", "seed_everything",
+           "__version__"]
 
-
-def __getattr__(name: str):
-    # Lazy: `s9lib.pretrained()` without importing torch-heavy modules at `import s9lib`.
-    if name == "pretrained":
-        from .pretrained import pretrained
-
-        return pretrained
-    raise AttributeError(f"module 's9lib' has no attribute {name!r}")

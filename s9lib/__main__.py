@@ -103,18 +103,9 @@ def _faithfulness(parser: argparse.ArgumentParser):
         from .data import load_cifar10
         from .faithfulness import faithfulness, format_report
 
-        if args.checkpoint is not None:
-            from .train import load_model
+        from .checkpoints import load
 
-            model = load_model(args.checkpoint, device=args.device)
-        else:
-            from .pretrained import available, pretrained
-
-            if not available():
-                raise FileNotFoundError(
-                    "No shipped weights in this installation of s9lib; pass --checkpoint "
-                    "runs/DIR/checkpoint.pt from `python -m s9lib train --out runs/DIR`.")
-            model = pretrained(device=args.device)
+        model = load(args.checkpoint, device=args.device)
         if args.n < 1:
             raise ValueError(f"-n must be at least 1, got {args.n}.")
         test = load_cifar10(args.data).test
@@ -131,66 +122,6 @@ def _faithfulness(parser: argparse.ArgumentParser):
         return 0
 
     return run
-
-
-def _load_model_arg(checkpoint: str | None, device: str | None):
-    """The model behind ``--checkpoint``: a training checkpoint (or its run folder), an s9lib
-    weights file, or (None) the shipped weights. Refuses anything else with a short message
-    instead of torch's list of a hundred missing keys."""
-    import torch
-
-    from .models import ResNet18
-    from .pretrained import available, pretrained
-    from .train import CHECKPOINT, load_model
-
-    if checkpoint is None:
-        if not available():
-            raise FileNotFoundError(
-                "No shipped weights in this installation of s9lib (s9lib/weights/ is empty); "
-                "pass --checkpoint runs/DIR/checkpoint.pt from `python -m s9lib train --out "
-                "runs/DIR`, or a weights file.")
-        return pretrained(device=device)
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"No checkpoint at {path}; pass the checkpoint.pt of a run "
-                                "(`python -m s9lib train --out DIR`) or a weights file.")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(f"{path} is not a checkpoint torch can read ({reason}); pass the "
-                         "checkpoint.pt of an s9lib run or an s9lib weights file.") from exc
-    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and "meta" in blob:
-        state, arch, kind = blob["state_dict"], blob["meta"].get("arch", "ResNet18"), "weights"
-    elif isinstance(blob, dict) and isinstance(blob.get("model"), dict):
-        state, arch, kind = blob["model"], blob.get("arch", "ResNet18"), "checkpoint"
-    else:
-        raise ValueError(f"{path} is neither an s9lib training checkpoint (written by "
-                         "s9lib.train.save_checkpoint) nor an s9lib weights file (written by "
-                         "s9lib.pretrained.export_weights).")
-    if arch != "ResNet18":
-        raise ValueError(f"{path} holds a {arch}, not the CIFAR ResNet18 that s9lib explains; "
-                         "pass a checkpoint of s9lib.models.ResNet18.")
-    head = state.get("linear.weight")
-    expected = ResNet18(num_classes=head.shape[0] if torch.is_tensor(head) else 10).state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or extra or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} of ResNet18's {len(expected)} tensors missing "
-                           f"(e.g. {', '.join(missing[:3])})")
-        if extra:
-            details.append(f"{len(extra)} unknown (e.g. {', '.join(extra[:3])})")
-        if wrong:
-            details.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
-        raise ValueError(f"{path} does not hold the CIFAR ResNet18 (another architecture?): "
-                         + "; ".join(details) + ". Pass a checkpoint of s9lib.models.ResNet18.")
-    return pretrained(path, device=device) if kind == "weights" else load_model(path, device)
 
 
 @subcommand("gradcam", "explain photos with GradCAM / GradCAM++: one PNG per image")
@@ -218,10 +149,11 @@ def _gradcam(parser: argparse.ArgumentParser):
         from .data import CLASSES
         from .images import center_crop_box, load_image, preprocess, to_cifar
         from .viz import gradcam_report
+        from .checkpoints import load
 
         if not 0.0 <= args.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
-        model = _load_model_arg(args.checkpoint, args.device)
+        model = load(args.checkpoint, args.device)
         photos, failed = [], 0
         for name in args.images:
             try:

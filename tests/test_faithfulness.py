@@ -126,7 +126,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_without_weights_says_what_to_do(tmp_path, monkeypatch, capsys):
-    from s9lib.pretrained import available
+    from s9lib.checkpoints import available
 
     if available():
         pytest.skip("weights are shipped; the default checkpoint exists")

@@ -8,11 +8,10 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from s9lib import pretrained as pretrained_mod
 from s9lib import seed_everything
 from s9lib.__main__ import main
 from s9lib.models import ResNet18
-from s9lib.pretrained import export_weights
+from s9lib.checkpoints import export_weights
 from s9lib.train import get_recipe, save_checkpoint
 
 from helpers import REPO
@@ -98,15 +97,15 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
 def test_unreadable_and_missing_checkpoint(tmp_path, capsys):
     (tmp_path / "junk.pt").write_text("junk")
     rc, _, err = _run(capsys, CAT, "--checkpoint", tmp_path / "junk.pt")
-    assert rc == 2 and "junk.pt is not a checkpoint" in err
+    assert rc == 2 and "junk.pt is not a file torch can read" in err
     rc, _, err = _run(capsys, CAT, "--checkpoint", tmp_path / "none.pt")
     assert rc == 2 and "No checkpoint at" in err
 
 
-def test_default_without_shipped_weights_says_to_pass_checkpoint(monkeypatch, capsys):
-    monkeypatch.setattr(pretrained_mod, "available", lambda: [])
+def test_default_weights_missing_says_what_to_pass(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("S9LIB_WEIGHTS", str(tmp_path / "gone.pt"))
     rc, _, err = _run(capsys, CAT)
-    assert rc == 2 and "--checkpoint" in err
+    assert rc == 2 and "gone.pt" in err and "checkpoint" in err
 
 
 def test_unknown_layer_lists_valid_names(checkpoint, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Shipped weights: ``s9lib.pretrained()`` returns a trained CIFAR ResNet18, no training needed.
+"""Shipped weights and model loading: ``s9lib.pretrained()`` returns a trained ResNet18.
 
 Why ship them: the CAM chapters need a model that has learned something, and neither CI nor
 a reader on a CPU can train one in minutes. The weights are stored in fp16 (about 22 MB, half
@@ -111,7 +111,7 @@ def load(checkpoint: str | os.PathLike | None = None,
         return load_model(path, device)
     raise ValueError(f"{path} is neither an s9lib training checkpoint (written by "
                      "s9lib.train.save_checkpoint) nor an s9lib weights file (written by "
-                     "s9lib.pretrained.export_weights).")
+                     "s9lib.checkpoints.export_weights).")
 
 
 def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **meta) -> Path:
