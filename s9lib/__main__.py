@@ -186,6 +186,53 @@ def _gradcam(parser: argparse.ArgumentParser):
     return run
 
 
+@subcommand("export", "write a run's model as an fp16 weights file with measured accuracies")
+def _export(parser: argparse.ArgumentParser):
+    parser.add_argument("checkpoint", help="checkpoint.pt of a run (or its folder)")
+    parser.add_argument("dest", help="weights file to write, e.g. s9lib/weights/resnet18_cifar10.pt")
+    parser.add_argument("--data", default=None,
+                        help="CIFAR-10 source for the test accuracy [default: $S9LIB_DATA]")
+    parser.add_argument("--exact", default=None,
+                        help="an .npz of original-pixel test images (images, labels), e.g. "
+                        "../shared/data/cifar10_test_exact_first1017.npz: its accuracy is "
+                        "recorded too")
+    parser.add_argument("--note", default="", help="free text stored with the weights")
+
+    def run(args) -> int:
+        import numpy as np
+        import torch
+
+        from .checkpoints import export_weights, pretrained
+        from .data import load_cifar10
+        from .train import load_checkpoint, predict
+
+        state = load_checkpoint(args.checkpoint)
+        dest = export_weights(args.checkpoint, args.dest, note=args.note)
+        model = pretrained(dest, device="cpu")  # measure what is shipped: the fp16 weights
+        mean, std = model.normalization
+        tta = bool((state.get("recipe") or {}).get("tta_flip"))
+        cpu = torch.device("cpu")
+        meta = dict(model.meta)
+        test = load_cifar10(args.data, fast=False).test
+        logits = predict(model, test.images, device=cpu, mean=mean, std=std, tta_flip=tta)
+        meta["test_acc"] = round(float((logits.argmax(1) == test.labels).mean()), 4)
+        meta["test_images"] = int(len(test.labels))
+        if args.exact:
+            exact = np.load(args.exact)
+            logits = predict(model, exact["images"], device=cpu, mean=mean, std=std, tta_flip=tta)
+            meta["exact_test_acc"] = round(float((logits.argmax(1) == exact["labels"]).mean()), 4)
+            meta["exact_test_images"] = int(len(exact["labels"]))
+        meta["tta_flip"] = tta
+        blob = torch.load(dest, map_location="cpu", weights_only=True)
+        blob["meta"] = meta
+        torch.save(blob, dest)
+        print(json.dumps({k: meta[k] for k in ("test_acc", "exact_test_acc", "epochs", "device")
+                          if k in meta}))
+        return 0
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s9lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

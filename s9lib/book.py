@@ -2,7 +2,7 @@
 
 Why here and not in each notebook: every chapter starts with the same bootstrap cell and
 prints where its numbers came from; a test checks the cells against :data:`BOOTSTRAP_CELL`,
-and ``python -m s9lib.book`` (or ``book/make_outputs.py``) re-executes the chapters so that
+and ``python -m s9lib.book`` re-executes the chapters so that
 their stored outputs come from a real run rather than from an edit by hand.
 
 The repository URL is defined twice, here and in ``book/_config.yml`` (``repository: url``);
@@ -144,6 +144,13 @@ def _environ(**values: str | None) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _absolute(value: str | None) -> str | None:
+    """``value`` made absolute when it is a relative path that exists here; else unchanged."""
+    if value and not os.path.isabs(value) and os.path.exists(value):
+        return os.path.abspath(value)
+    return value
+
+
 def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
                     write: bool = True):
     """Run a chapter top to bottom in a fresh ``python3`` kernel and store its outputs.
@@ -166,7 +173,9 @@ def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
         store_widget_state=True,
         record_timing=False,
     )
-    with _environ(S9LIB_FAST="1" if fast else None):
+    # The kernel runs in book/: a relative data or cache path must not change meaning there.
+    paths = {k: _absolute(os.environ.get(k)) for k in ("S9LIB_DATA", "S9LIB_CACHE")}
+    with _environ(S9LIB_FAST="1" if fast else None, **paths):
         client.execute()
     # Only kernelspec/language_info are useful; drop anything volatile the kernel added.
     nb.metadata.pop("papermill", None)

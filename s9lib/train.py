@@ -143,7 +143,7 @@ class EpochRecord:
     train_acc: float
     test_loss: float
     test_acc: float
-    lr: float  # at the end of the epoch
+    lr: float  # the lr of the epoch's last training step
     seconds: float  # wall time of the training part of the epoch
     images_per_second: float
 
@@ -314,13 +314,43 @@ def _make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
                            lr=r.lr, momentum=r.momentum, nesterov=r.nesterov)
 
 
-def _make_scheduler(opt, r: Recipe, epochs: int, steps_per_epoch: int):
-    if r.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=r.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=r.pct_start, anneal_strategy="linear", div_factor=8.0,
-            final_div_factor=200.0)
+def one_cycle_factor(step: int, total_steps: int, pct_start: float, *,
+                     div_factor: float = 8.0, final_div_factor: float = 200.0) -> float:
+    """The one-cycle lr at ``step`` (0-based) as a fraction of the peak.
+
+    A linear warm-up from ``1/div_factor`` to 1 over the first ``pct_start`` of the steps,
+    then a linear decay to ``1/(div_factor * final_div_factor)`` at the last step. Written out
+    (rather than ``torch.optim.lr_scheduler.OneCycleLR``) because that one divides by zero
+    when the warm-up is a single step (FAST mode) and extrapolates to a negative lr when
+    stepped once past its end; this one is defined for every step and never leaves the range.
+    """
+    start, end = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)
+    warm = max(1, round(pct_start * total_steps))
+    if step < warm:
+        return start + (1.0 - start) * step / warm
+    decay = max(1, total_steps - 1 - warm)
+    return 1.0 + (end - 1.0) * min(1.0, (step - warm) / decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, epochs: int,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step lr scheduler ``fit`` uses for ``recipe`` (stepped after every batch)."""
+    if recipe.schedule == "onecycle":
+        total = epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: one_cycle_factor(step, total, recipe.pct_start))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+def lr_schedule(recipe: Recipe | str, steps_per_epoch: int,
+                epochs: int | None = None) -> np.ndarray:
+    """The lr each training step of ``recipe`` uses, as an array (for plotting)."""
+    r = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    epochs = r.epochs if epochs is None else epochs
+    total = epochs * steps_per_epoch
+    if r.schedule == "onecycle":
+        return np.array([r.lr * one_cycle_factor(i, total, r.pct_start) for i in range(total)])
+    return np.full(total, r.lr)
 
 
 def _train_batches(split: Split, r: Recipe, device: torch.device, num_workers: int | None):
@@ -333,8 +363,9 @@ def _train_batches(split: Split, r: Recipe, device: torch.device, num_workers: i
                          seed=r.seed, num_workers=num_workers, drop_last=False)
 
 
-def _train_epoch(model, batches, opt, sched, r: Recipe, device, bar) -> tuple[float, float, float]:
-    """One pass over the training batches. Returns (mean loss, accuracy, seconds)."""
+def _train_epoch(model, batches, opt, sched, r: Recipe, device,
+                 bar) -> tuple[float, float, float, float]:
+    """One pass over the training batches. Returns (mean loss, accuracy, seconds, last lr)."""
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -345,6 +376,7 @@ def _train_epoch(model, batches, opt, sched, r: Recipe, device, bar) -> tuple[fl
             loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        lr = opt.param_groups[0]["lr"]
         opt.step()
         sched.step()
         total_loss += loss.detach() * len(y)
@@ -357,7 +389,7 @@ def _train_epoch(model, batches, opt, sched, r: Recipe, device, bar) -> tuple[fl
                             acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return total_loss.item() / seen, correct.item() / seen, time.perf_counter() - start
+    return total_loss.item() / seen, correct.item() / seen, time.perf_counter() - start, lr
 
 
 def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
@@ -384,7 +416,7 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
     step_model = torch.compile(model) if (r.compile and dev.type == "cuda") else model
     batches = _train_batches(data.train, r, dev, num_workers)
     opt = _make_optimizer(model, r)
-    sched = _make_scheduler(opt, r, epochs, len(batches))
+    sched = make_scheduler(opt, r, epochs, len(batches))
     history = History(recipe=r.to_dict(), device=_describe(dev),
                       info={"data": data.source, "train_images": len(data.train),
                             "test_images": len(data.test), "epochs_planned": epochs,
@@ -409,15 +441,15 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
         batches.set_epoch(epoch)
         with tqdm(total=batches.num_images, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                   disable=not progress, leave=True) as bar:
-            tr_loss, tr_acc, secs = _train_epoch(step_model, batches, opt, sched, r, dev, bar)
+            tr_loss, tr_acc, secs, last_lr = _train_epoch(step_model, batches, opt, sched, r,
+                                                          dev, bar)
             te_loss, te_acc = evaluate(model, data.test, device=dev, tta_flip=r.tta_flip,
                                        batch_size=max(r.batch_size, 256),
                                        mean=r.normalization[0], std=r.normalization[1])
             bar.set_postfix(loss=f"{tr_loss:.3f}", acc=f"{tr_acc:.3f}",
                             test_acc=f"{te_acc:.3f}", img_s=f"{batches.num_images / secs:.0f}")
         history.epochs.append(EpochRecord(epoch + 1, tr_loss, tr_acc, te_loss, te_acc,
-                                          opt.param_groups[0]["lr"], secs,
-                                          batches.num_images / secs))
+                                          last_lr, secs, batches.num_images / secs))
         if out_dir is not None:
             save_checkpoint(out_dir / CHECKPOINT, model, optimizer=opt, scheduler=sched,
                             epoch=epoch + 1, history=history, recipe=r)

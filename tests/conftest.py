@@ -22,3 +22,8 @@ def pytest_configure(config) -> None:
     # to its cache dir and a torchvision download).
     if not os.environ.get("S9LIB_DATA") and SHARED_DATA.exists():
         os.environ["S9LIB_DATA"] = str(SHARED_DATA)
+    # nbval starts each kernel in the notebook's folder: relative paths must not move.
+    for key in ("S9LIB_DATA", "S9LIB_CACHE"):
+        value = os.environ.get(key)
+        if value and not os.path.isabs(value) and os.path.exists(value):
+            os.environ[key] = os.path.abspath(value)

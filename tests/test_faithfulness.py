@@ -125,11 +125,9 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
                                                                         "random"]
 
 
-def test_cli_without_weights_says_what_to_do(tmp_path, monkeypatch, capsys):
-    from s9lib.checkpoints import available
-
-    if available():
-        pytest.skip("weights are shipped; the default checkpoint exists")
+def test_cli_with_missing_default_weights_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("S9LIB_WEIGHTS", str(tmp_path / "gone.pt"))
     rc = main(["faithfulness", "-n", "2"])
     assert rc == 2
-    assert "--checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gone.pt" in err and "checkpoint" in err

@@ -9,8 +9,8 @@ from s9lib import seed_everything
 from s9lib.batches import DeviceBatches
 from s9lib.models import ResNet18
 from s9lib.train import (CHECKPOINT, HISTORY, History, fit, get_recipe, load_checkpoint,
-                         load_model, misclassified, per_class_accuracy, predict,
-                         save_checkpoint)
+                         load_model, lr_schedule, make_scheduler, misclassified,
+                         per_class_accuracy, predict, save_checkpoint)
 
 from helpers import cifar
 
@@ -38,6 +38,31 @@ def test_fast_recipe_runs_on_the_device_path():
     recipe = get_recipe("fast", batch_size=25)
     history = fit(_model(), data, recipe, epochs=2, device=CPU, progress=False)
     assert len(history) == 2 and np.isfinite(history.column("train_loss")).all()
+    # the recorded lr is the one the epoch's last step trained with: the schedule's end
+    schedule = lr_schedule(recipe, steps_per_epoch=len(data.train) // 25, epochs=2)
+    assert history.column("lr")[-1] == pytest.approx(schedule[-1]) and schedule[-1] > 0
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 10, 97])
+def test_one_cycle_schedule_is_defined_for_any_length(steps):
+    """OneCycleLR divides by zero for a 1-step warm-up and goes negative past its end."""
+    recipe = get_recipe("fast", epochs=1)
+    lrs = lr_schedule(recipe, steps_per_epoch=steps)
+    assert len(lrs) == steps and (lrs > 0).all() and lrs.max() <= recipe.lr
+    if steps >= 4:
+        peak = int(np.argmax(lrs))
+        assert lrs[peak] == pytest.approx(recipe.lr)
+        assert (np.diff(lrs[:peak + 1]) > 0).all() and (np.diff(lrs[peak:]) < 0).all()
+        assert lrs[0] == pytest.approx(recipe.lr / 8) and lrs[-1] == pytest.approx(recipe.lr / 1600)
+    # the scheduler fit() uses steps through the same values, and one step past the end
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr)
+    sched = make_scheduler(opt, recipe, 1, steps)
+    seen = []
+    for _ in range(steps + 1):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert np.allclose(seen[:steps], lrs) and seen[-1] > 0
 
 
 @pytest.mark.parametrize("recipe", ["seed", "fast"])
