@@ -48,8 +48,8 @@ def main(argv=None) -> int:
         cold = timed_load(args.data)
         cached = statistics.median(timed_load(args.data) for _ in range(args.repeats))
     print(f"data: {args.data}  ({platform.machine()}, {os.cpu_count()} CPUs)")
-    print(f"cold load (decode 60,000 JPEGs, write cache): {cold:8.2f} s")
-    print(f"cached load (median of {args.repeats})          : {cached:8.2f} s")
+    print(f"{'cold load (decode 60,000 JPEGs, write cache)':<46}: {cold:8.2f} s")
+    print(f"{f'cached load (median of {args.repeats})':<46}: {cached:8.2f} s")
     return 0
 
 
