@@ -198,8 +198,9 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
                       f"{name}\nheatmap" if i == 0 else None)
             _show(axes[i, col + per_layer - 1], overlay(img, cam, alpha),
                   f"{name}\noverlay" if i == 0 else None)
-    fig.suptitle(f"{_method_label(result)}: predicted class and where it looked",
-                 fontsize=SUPTITLE)
+    explained = ("predicted class" if (targets[:n] == probs[:n].argmax(1)).all()
+                 else "explained class")
+    fig.suptitle(f"{_method_label(result)}: {explained} and where it looked", fontsize=SUPTITLE)
     return fig
 
 
