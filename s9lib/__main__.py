@@ -204,28 +204,27 @@ def _export(parser: argparse.ArgumentParser):
 
         from .checkpoints import export_weights, pretrained
         from .data import load_cifar10
-        from .train import load_checkpoint, predict
+        from .train import predict
 
-        state = load_checkpoint(args.checkpoint)
+        def accuracy(model, images, labels) -> float:
+            mean, std = model.normalization
+            logits = predict(model, images, device=torch.device("cpu"), mean=mean, std=std,
+                             tta_flip=tta)
+            return round(float((logits.argmax(1) == labels).mean()), 4)
+
+        # Measure what is shipped (the fp16 weights), then write them again with the figures.
         dest = export_weights(args.checkpoint, args.dest, note=args.note)
-        model = pretrained(dest, device="cpu")  # measure what is shipped: the fp16 weights
-        mean, std = model.normalization
-        tta = bool((state.get("recipe") or {}).get("tta_flip"))
-        cpu = torch.device("cpu")
-        meta = dict(model.meta)
+        model = pretrained(dest, device="cpu")
+        tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))  # as the run evaluated
         test = load_cifar10(args.data, fast=False).test
-        logits = predict(model, test.images, device=cpu, mean=mean, std=std, tta_flip=tta)
-        meta["test_acc"] = round(float((logits.argmax(1) == test.labels).mean()), 4)
-        meta["test_images"] = int(len(test.labels))
+        measured = {"test_acc": accuracy(model, test.images, test.labels),
+                    "test_images": len(test), "tta_flip": tta}
         if args.exact:
             exact = np.load(args.exact)
-            logits = predict(model, exact["images"], device=cpu, mean=mean, std=std, tta_flip=tta)
-            meta["exact_test_acc"] = round(float((logits.argmax(1) == exact["labels"]).mean()), 4)
-            meta["exact_test_images"] = int(len(exact["labels"]))
-        meta["tta_flip"] = tta
-        blob = torch.load(dest, map_location="cpu", weights_only=True)
-        blob["meta"] = meta
-        torch.save(blob, dest)
+            measured["exact_test_acc"] = accuracy(model, exact["images"], exact["labels"])
+            measured["exact_test_images"] = int(len(exact["labels"]))
+        meta = {**model.meta, **measured}
+        export_weights(args.checkpoint, dest, note=args.note, **measured)
         print(json.dumps({k: meta[k] for k in ("test_acc", "exact_test_acc", "epochs", "device")
                           if k in meta}))
         return 0

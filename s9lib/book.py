@@ -144,13 +144,6 @@ def _environ(**values: str | None) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _absolute(value: str | None) -> str | None:
-    """``value`` made absolute when it is a relative path that exists here; else unchanged."""
-    if value and not os.path.isabs(value) and os.path.exists(value):
-        return os.path.abspath(value)
-    return value
-
-
 def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
                     write: bool = True):
     """Run a chapter top to bottom in a fresh ``python3`` kernel and store its outputs.
@@ -163,6 +156,8 @@ def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
     import nbformat
     from nbclient import NotebookClient
 
+    from .runtime import absolute_path_variables
+
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -174,8 +169,7 @@ def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
         record_timing=False,
     )
     # The kernel runs in book/: a relative data or cache path must not change meaning there.
-    paths = {k: _absolute(os.environ.get(k)) for k in ("S9LIB_DATA", "S9LIB_CACHE")}
-    with _environ(S9LIB_FAST="1" if fast else None, **paths):
+    with _environ(S9LIB_FAST="1" if fast else None, **absolute_path_variables()):
         client.execute()
     # Only kernelspec/language_info are useful; drop anything volatile the kernel added.
     nb.metadata.pop("papermill", None)

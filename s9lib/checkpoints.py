@@ -19,7 +19,8 @@ import torch
 from .augment import CIFAR10_MEAN, CIFAR10_STD
 from .models import ResNet18
 from .runtime import get_device
-from .train import CHECKPOINT, load_checkpoint, load_model, resnet18_from_state
+from .train import (_atomic_write, checkpoint_file, load_checkpoint, load_model,
+                    resnet18_from_state)
 
 __all__ = ["WEIGHTS_DIR", "DEFAULT_WEIGHTS", "available", "pretrained", "export_weights",
            "weights_meta", "load"]
@@ -98,12 +99,7 @@ def load(checkpoint: str | os.PathLike | None = None,
                 "pass --checkpoint runs/DIR/checkpoint.pt from `python -m s9lib train --out "
                 "runs/DIR`, or a weights file.")
         return pretrained(device=device)
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"No checkpoint at {path}; pass the checkpoint.pt of a run "
-                                "(`python -m s9lib train --out DIR`) or a weights file.")
+    path = checkpoint_file(checkpoint, alternative="pass a weights file")
     blob = _read(path)
     if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and "meta" in blob:
         return pretrained(path, device=device)
@@ -135,6 +131,5 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **met
     }
     info.update(meta)
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": sd, "meta": info}, dest)
+    _atomic_write(dest, lambda f: torch.save({"state_dict": sd, "meta": info}, f))
     return dest

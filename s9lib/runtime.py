@@ -69,3 +69,22 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("s9lib"))
+
+
+#: Environment variables that hold paths (data source, cache).
+PATH_VARIABLES = ("S9LIB_DATA", "S9LIB_CACHE")
+
+
+def absolute_path_variables() -> dict[str, str]:
+    """``PATH_VARIABLES`` that are set, made absolute where they name an existing relative path.
+
+    Notebook kernels (nbval, ``python -m s9lib.book``) run in ``book/``, so a relative
+    ``S9LIB_DATA=../shared/...`` would change meaning there; pass them these values instead.
+    """
+    out = {}
+    for key in PATH_VARIABLES:
+        value = os.environ.get(key)
+        if value:
+            relative = not os.path.isabs(value) and os.path.exists(value)
+            out[key] = os.path.abspath(value) if relative else value
+    return out

@@ -30,7 +30,7 @@ from . import augment as aug
 from .batches import DeviceBatches, LoaderBatches
 from .data import Cifar10, Split
 from .models import ResNet18
-from .runtime import FAST, fast_mode, get_device, seed_everything
+from .runtime import FAST, fast_mode, get_device
 
 __all__ = [
     "Recipe",
@@ -232,14 +232,21 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, optimizer=None
     _atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint dict; a clear error when the file is missing or not a checkpoint."""
+def checkpoint_file(path: str | os.PathLike,
+                    alternative: str = "use s9lib.pretrained()") -> Path:
+    """``path`` or, for a run folder, its ``checkpoint.pt``; a clear error when it is missing."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}; train one with "
-                                "`python -m s9lib train --out DIR` or use s9lib.pretrained().")
+                                f"`python -m s9lib train --out DIR` or {alternative}.")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint dict; a clear error when the file is missing or not a checkpoint."""
+    path = checkpoint_file(path)
     try:
         # TorchVersion: early checkpoints stored torch.__version__ itself (a str subclass)
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 #: The offline CIFAR-10 archive beside a checkout (CI clones the repo next to shared/).
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -23,7 +25,17 @@ def pytest_configure(config) -> None:
     if not os.environ.get("S9LIB_DATA") and SHARED_DATA.exists():
         os.environ["S9LIB_DATA"] = str(SHARED_DATA)
     # nbval starts each kernel in the notebook's folder: relative paths must not move.
-    for key in ("S9LIB_DATA", "S9LIB_CACHE"):
-        value = os.environ.get(key)
-        if value and not os.path.isabs(value) and os.path.exists(value):
-            os.environ[key] = os.path.abspath(value)
+    from s9lib.runtime import absolute_path_variables
+
+    os.environ.update(absolute_path_variables())
+
+
+@pytest.fixture(scope="session")
+def data():
+    """The FAST subset of the real offline archive (tests that need real images)."""
+    from helpers import archive_path
+    from s9lib.data import load_cifar10
+
+    if not archive_path().exists():
+        pytest.skip(f"CIFAR-10 archive not found at {archive_path()} (set S9LIB_DATA)")
+    return load_cifar10(archive_path(), fast=True)

@@ -15,12 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import archive_path
 
 from s9lib import augment as aug
 from s9lib.cam import (METHODS, GradCAM, GradCAMPlusPlus, explain, gradcampp_seed_bug_weights,
                        gradcampp_weights, normalize_maps)
-from s9lib.data import load_cifar10
 from s9lib.models import ResNet18
 
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -31,13 +29,6 @@ REFERENCE = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus}
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def data():
-    if not archive_path().exists():
-        pytest.skip(f"CIFAR-10 archive not found at {archive_path()} (set S9LIB_DATA)")
-    return load_cifar10(archive_path(), fast=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from helpers import archive_path
 
 from s9lib import augment as aug
 from s9lib.__main__ import main
-from s9lib.data import load_cifar10
 from s9lib.faithfulness import (_to_unit, drop_and_increase, faithfulness, format_report,
                                 random_maps)
 from s9lib.models import ResNet18
@@ -20,13 +19,6 @@ from s9lib.train import save_checkpoint
 
 N = 8
 MEAN, STD = aug.CIFAR10_MEAN, aug.CIFAR10_STD
-
-
-@pytest.fixture(scope="module")
-def data():
-    if not archive_path().exists():
-        pytest.skip(f"CIFAR-10 archive not found at {archive_path()} (set S9LIB_DATA)")
-    return load_cifar10(archive_path(), fast=True)
 
 
 @pytest.fixture(scope="module")

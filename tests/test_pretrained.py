@@ -60,3 +60,34 @@ def test_export_round_trip_keeps_predictions(tmp_path):
 def test_missing_weights_name_what_is_shipped(tmp_path):
     with pytest.raises(FileNotFoundError, match="Shipped"):
         s9lib.pretrained(tmp_path / "nope.pt")
+
+
+def test_export_cli_records_what_the_fp16_weights_measure(tmp_path, data):
+    """`python -m s9lib export` writes the weights once more with the accuracies it measured."""
+    from PIL import Image
+
+    from s9lib.__main__ import main
+
+    tree = tmp_path / "cifar"  # a real image-folder source: 3 test images per class
+    small = data.fast(2, 3)
+    for split, part in (("train", small.train), ("test", small.test)):
+        for i, (img, label) in enumerate(zip(part.images, part.labels)):
+            dest = tree / split / data.classes[label] / f"{i:04d}.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(dest)
+    exact = tmp_path / "exact.npz"
+    np.savez(exact, images=small.test.images[:7], labels=small.test.labels[:7])
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "checkpoint.pt", ResNet18().eval(), recipe=get_recipe("fast"))
+
+    assert main(["export", str(tmp_path / "checkpoint.pt"), str(tmp_path / "w.pt"),
+                 "--data", str(tree), "--exact", str(exact), "--note", "cli"]) == 0
+    model = s9lib.pretrained(tmp_path / "w.pt", device="cpu")
+    meta = model.meta
+    assert meta["note"] == "cli" and meta["tta_flip"] is True  # the fast recipe's protocol
+    assert meta["test_images"] == 30 and meta["exact_test_images"] == 7
+    mean, std = model.normalization
+    logits = predict(model, small.test.images, device=torch.device("cpu"), mean=mean, std=std,
+                     tta_flip=True)
+    assert meta["test_acc"] == round(float((logits.argmax(1) == small.test.labels).mean()), 4)
+    assert not list(tmp_path.glob(".w.pt.*")), "a temporary file was left behind"
