@@ -4,11 +4,14 @@ command, device and date.
 
     python benchmarks/train_speed.py                       # the best device here
     python benchmarks/train_speed.py --device cpu --steps 5 --batch-size 64
+    python benchmarks/train_speed.py --device cpu --steps 5 --batch-size 128 --compile
     python benchmarks/train_speed.py --history runs/fast/history.json --target 0.94
 
 Why these figures: "img/s of the whole step" hides where time goes. The model step alone is
 the ceiling; each data path's own throughput says whether it can feed that ceiling; the
-epoch time and the time to a target accuracy are what a reader waits for.
+epoch time and the time to a target accuracy are what a reader waits for. float32 and bf16
+autocast are timed side by side in the same process, since which one is faster depends on the
+CPU (AMX or not) or GPU; ``s9lib.runtime.amp_dtype`` picks by the same facts.
 """
 
 from __future__ import annotations
@@ -16,21 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from s9lib import augment, get_device, seed_everything  # noqa: E402
-from s9lib.batches import DeviceBatches, LoaderBatches  # noqa: E402
-from s9lib.data import Split, load_cifar10  # noqa: E402
-from s9lib.models import ResNet18  # noqa: E402
-from s9lib.train import History, _autocast  # noqa: E402
+from s9lib import augment, get_device, seed_everything
+from s9lib.batches import DeviceBatches, LoaderBatches
+from s9lib.data import Split, load_cifar10
+from s9lib.models import ResNet18
+from s9lib.runtime import amp_dtype, cpu_bf16_flags
+from s9lib.train import History, train_step
 
 
 def _sync(device):
@@ -38,8 +38,10 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def model_step_rate(device, batch_size, steps, channels_last, compile_model=False) -> float:
-    """Images/s of forward + backward + SGD step on a fixed random batch (no data loading)."""
+def model_step_rate(device, batch_size, steps, channels_last, dtype=None,
+                    compile_model=False) -> float:
+    """Images/s of ``s9lib.train.train_step`` (forward + backward + SGD) on a fixed random
+    batch (no data loading), under ``dtype`` autocast (None: float32)."""
     seed_everything(0)
     model = ResNet18().to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -49,12 +51,10 @@ def model_step_rate(device, batch_size, steps, channels_last, compile_model=Fals
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch_size,), device=device)
 
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
     def step():
-        with _autocast(device):
-            loss = F.cross_entropy(step_model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(step_model, x, y, opt, dtype=dtype, scaler=scaler)
 
     for _ in range(3 if not compile_model else 10):  # warm-up (and compilation)
         step()
@@ -96,7 +96,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None, help="[default: 512 cuda, 64 cpu]")
     p.add_argument("--steps", type=int, default=None, help="timed steps [default: 50 cuda, 5 cpu]")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the loader path")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile (channels_last, float32 and the auto dtype)")
     p.add_argument("--data", default=None, help="CIFAR-10 source [default: $S9LIB_DATA]")
     p.add_argument("--history", action="append", default=[],
                    help="history.json of a run: report its epoch time and time to --target")
@@ -113,15 +114,27 @@ def main() -> None:
                      "torch": torch.__version__, "batch_size": bs, "steps": steps}
     print(f"device: {figures['device']}  torch {torch.__version__}  batch {bs}  steps {steps}")
 
-    for name, cl in (("NCHW", False), ("channels_last", True)):
-        rate = model_step_rate(device, bs, steps, cl)
-        figures[f"model_step_img_s_{name}"] = round(rate, 1)
-        print(f"model step alone, {name:13s}: {rate:10.1f} img/s"
+    auto = amp_dtype(device, "auto")
+    figures["auto_dtype"] = str(auto or torch.float32)
+    figures["cpu_bf16_flags"] = sorted(cpu_bf16_flags())
+    print(f"amp_dtype(auto) here: {figures['auto_dtype']}  "
+          f"(CPU bf16 instructions: {', '.join(figures['cpu_bf16_flags']) or 'none'})")
+    low = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+    rates = {}
+    for name, cl, dtype, comp in (("NCHW float32", False, None, False),
+                                  ("channels_last float32", True, None, False),
+                                  (f"channels_last {str(low)[6:]}", True, low, False),
+                                  ("compiled float32", True, None, True),
+                                  (f"compiled {str(low)[6:]}", True, low, True)):
+        if comp and not args.compile:
+            continue
+        rate = rates[name] = model_step_rate(device, bs, steps, cl, dtype, compile_model=comp)
+        figures[f"model_step_img_s_{name.replace(' ', '_')}"] = round(rate, 1)
+        print(f"model step alone, {name:22s}: {rate:10.1f} img/s"
               f"  ({50_000 / rate:8.1f} s per 50k-image epoch)")
-    if args.compile and cuda:
-        rate = model_step_rate(device, bs, steps, True, compile_model=True)
-        figures["model_step_img_s_compiled"] = round(rate, 1)
-        print(f"model step alone, compiled     : {rate:10.1f} img/s")
+    ratio = rates[f"channels_last {str(low)[6:]}"] / rates["channels_last float32"]
+    figures["low_precision_over_float32"] = round(ratio, 2)
+    print(f"{str(low)[6:]} / float32 (channels_last, this run): {ratio:.2f}x")
 
     data = load_cifar10(args.data, fast=False)
     train: Split = data.train

@@ -209,7 +209,7 @@ def _export(parser: argparse.ArgumentParser):
         def accuracy(model, images, labels) -> float:
             mean, std = model.normalization
             logits = predict(model, images, device=torch.device("cpu"), mean=mean, std=std,
-                             tta_flip=tta)
+                             tta_flip=tta, dtype=None)  # float32: the same on every machine
             return round(float((logits.argmax(1) == labels).mean()), 4)
 
         # Measure what is shipped (the fp16 weights), then write them again with the figures.
@@ -218,7 +218,7 @@ def _export(parser: argparse.ArgumentParser):
         tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))  # as the run evaluated
         test = load_cifar10(args.data, fast=False).test
         measured = {"test_acc": accuracy(model, test.images, test.labels),
-                    "test_images": len(test), "tta_flip": tta}
+                    "test_images": len(test), "tta_flip": tta, "eval_dtype": "float32"}
         if args.exact:
             exact = np.load(args.exact)
             measured["exact_test_acc"] = accuracy(model, exact["images"], exact["labels"])

@@ -30,7 +30,7 @@ from . import augment as aug
 from .batches import DeviceBatches, LoaderBatches
 from .data import Cifar10, Split
 from .models import ResNet18
-from .runtime import FAST, fast_mode, get_device
+from .runtime import AMP_SETTINGS, FAST, amp_dtype, fast_mode, get_device
 
 __all__ = [
     "Recipe",
@@ -49,6 +49,8 @@ __all__ = [
     "load_model",
     "resnet18_from_state",
     "prepare_model",
+    "autocast",
+    "train_step",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -79,6 +81,7 @@ class Recipe:
     cutout: int = 12  # device path: cutout square side, pixels
     tta_flip: bool = False  # evaluate on image + its mirror image
     compile: bool = False  # torch.compile the model (CUDA only)
+    amp: str = "auto"  # autocast: auto (per device, runtime.amp_dtype), off, bf16, fp16
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class Recipe:
             raise ValueError(f"Unknown schedule {self.schedule!r}; use 'constant' or 'onecycle'.")
         if self.data_path not in ("loader", "device"):
             raise ValueError(f"Unknown data_path {self.data_path!r}; use 'loader' or 'device'.")
+        if self.amp not in AMP_SETTINGS:
+            raise ValueError(f"Unknown amp setting {self.amp!r}; use one of {AMP_SETTINGS}.")
         if self.augment not in aug.PRESETS:
             raise ValueError(f"Unknown augmentation preset {self.augment!r}; "
                              f"choose one of {sorted(aug.PRESETS)}.")
@@ -117,6 +122,10 @@ RECIPES: dict[str, Recipe] = {
     # The course assignment as it was: Adam 1e-3, batch 128, 60 epochs, its augmentation.
     "seed": Recipe("seed", epochs=60, batch_size=128, optimizer="adam", lr=1e-3,
                    augment="seed"),
+    # The same with the seed's augmentation bugs fixed (augment.py, "seed-fixed"): what the
+    # bugs cost, measured under the same optimiser and budget.
+    "seed-fixed": Recipe("seed-fixed", epochs=60, batch_size=128, optimizer="adam", lr=1e-3,
+                         augment="seed-fixed"),
     # A modern recipe: SGD + Nesterov, one-cycle lr, label smoothing, GPU-resident crop +
     # flip + cutout, flip test-time augmentation. Aimed at >= 94 % in <= 30 epochs on a GPU.
     "fast": Recipe("fast", epochs=20, batch_size=512, optimizer="sgd", lr=0.4,
@@ -180,6 +189,33 @@ class History:
         return cls([EpochRecord(**r) for r in d.get("epochs", [])], d.get("recipe", {}),
                    d.get("device", ""), d.get("info", {}))
 
+    @classmethod
+    def from_epoch_csv(cls, path: str | os.PathLike, *, recipe: str | Recipe,
+                       device: str, train_images: int = 50_000, **info) -> "History":
+        """A run logged elsewhere, as a ``History``: a CSV with one row per epoch and the
+        columns ``epoch`` (0-based, as such logs count), ``train_loss``, ``train_acc``,
+        ``test_loss``, ``test_acc`` (fractions) and ``train_seconds``.
+
+        Why: the course assignment's published 60-epoch log is the run this book compares
+        against; read into the same type, it plots and tabulates like our own runs. Its
+        lr column is the recipe's (constant) lr, which is all such logs imply.
+        """
+        import csv
+
+        r = get_recipe(recipe) if isinstance(recipe, str) else recipe
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        needed = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_seconds"}
+        if not rows or not needed <= set(rows[0]):
+            raise ValueError(f"{path} is not an epoch log: it needs the columns "
+                             f"{', '.join(sorted(needed))}.")
+        epochs = [EpochRecord(int(row["epoch"]) + 1, float(row["train_loss"]),
+                              float(row["train_acc"]), float(row["test_loss"]),
+                              float(row["test_acc"]), r.lr, float(row["train_seconds"]),
+                              train_images / float(row["train_seconds"])) for row in rows]
+        return cls(epochs, r.to_dict(), device,
+                   {"train_images": train_images, "epochs_planned": len(epochs), **info})
+
     def save(self, path: str | os.PathLike) -> None:
         _atomic_write(Path(path), lambda f: f.write(json.dumps(self.to_dict(), indent=1).encode()))
 
@@ -213,7 +249,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, optimizer=None, scheduler=None,
-                    epoch: int = 0, history: History | None = None,
+                    scaler=None, epoch: int = 0, history: History | None = None,
                     recipe: Recipe | None = None) -> None:
     """Atomically save everything needed to resume or to use the model."""
     state = {
@@ -223,6 +259,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, optimizer=None
         "model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "epoch": epoch,
         "history": history.to_dict() if history is not None else None,
         "recipe": recipe.to_dict() if recipe is not None else None,
@@ -306,9 +343,36 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device, memory_format=torch.channels_last)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; full float32 elsewhere (CPU bf16 is slower here)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; plain float32 when ``dtype`` is None.
+
+    Pick ``dtype`` with :func:`s9lib.runtime.amp_dtype` (bf16 on AMX CPUs and recent GPUs).
+    """
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               opt: torch.optim.Optimizer, *, dtype: torch.dtype | None = None,
+               label_smoothing: float = 0.0,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on the batch ``(x, y)``: forward (under ``dtype`` autocast),
+    loss, backward, optimizer step. Returns the (detached) loss and the logits.
+
+    ``scaler`` is needed with fp16 only, whose small gradients underflow without loss
+    scaling; bf16 has float32's exponent range and needs none.
+    """
+    with autocast(x.device, dtype):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    return loss.detach(), logits.detach()
 
 
 def _make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
@@ -370,7 +434,7 @@ def _train_batches(split: Split, r: Recipe, device: torch.device, num_workers: i
                          seed=r.seed, num_workers=num_workers, drop_last=False)
 
 
-def _train_epoch(model, batches, opt, sched, r: Recipe, device,
+def _train_epoch(model, batches, opt, sched, r: Recipe, device, dtype, scaler,
                  bar) -> tuple[float, float, float, float]:
     """One pass over the training batches. Returns (mean loss, accuracy, seconds, last lr)."""
     model.train()
@@ -378,15 +442,11 @@ def _train_epoch(model, batches, opt, sched, r: Recipe, device,
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
     for step, (x, y) in enumerate(batches, 1):
-        with _autocast(device):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         lr = opt.param_groups[0]["lr"]
-        opt.step()
+        loss, logits = train_step(model, x, y, opt, dtype=dtype,
+                                  label_smoothing=r.label_smoothing, scaler=scaler)
         sched.step()
-        total_loss += loss.detach() * len(y)
+        total_loss += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         bar.update(len(y))
@@ -420,6 +480,8 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
         raise ValueError("resume=True needs out= (the folder holding checkpoint.pt).")
 
     model = prepare_model(model, dev)
+    dtype = amp_dtype(dev, r.amp if r.amp != "auto" else None)  # $S9LIB_AMP can override auto
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     step_model = torch.compile(model) if (r.compile and dev.type == "cuda") else model
     batches = _train_batches(data.train, r, dev, num_workers)
     opt = _make_optimizer(model, r)
@@ -427,11 +489,13 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
     history = History(recipe=r.to_dict(), device=_describe(dev),
                       info={"data": data.source, "train_images": len(data.train),
                             "test_images": len(data.test), "epochs_planned": epochs,
-                            "torch": str(torch.__version__)})
+                            "torch": str(torch.__version__),
+                            "autocast": str(dtype or torch.float32).removeprefix("torch.")})
     start_epoch = 0
     if resume and (out_dir / CHECKPOINT).exists():
         state = load_checkpoint(out_dir / CHECKPOINT)
-        if state.get("recipe") != r.to_dict():
+        saved = state.get("recipe")
+        if saved is None or Recipe.from_dict(saved) != r:  # fields added since: defaults
             raise ValueError(f"{out_dir / CHECKPOINT} was trained with a different recipe; "
                              "use another --out folder or the same recipe to resume.")
         if state["history"]["info"].get("epochs_planned") != epochs:
@@ -441,6 +505,8 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         history = History.from_dict(state["history"])
         start_epoch = state["epoch"]
 
@@ -449,9 +515,9 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
         with tqdm(total=batches.num_images, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                   disable=not progress, leave=True) as bar:
             tr_loss, tr_acc, secs, last_lr = _train_epoch(step_model, batches, opt, sched, r,
-                                                          dev, bar)
+                                                          dev, dtype, scaler, bar)
             te_loss, te_acc = evaluate(model, data.test, device=dev, tta_flip=r.tta_flip,
-                                       batch_size=max(r.batch_size, 256),
+                                       batch_size=max(r.batch_size, 256), dtype=dtype,
                                        mean=r.normalization[0], std=r.normalization[1])
             bar.set_postfix(loss=f"{tr_loss:.3f}", acc=f"{tr_acc:.3f}",
                             test_acc=f"{te_acc:.3f}", img_s=f"{batches.num_images / secs:.0f}")
@@ -459,7 +525,7 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
                                           last_lr, secs, batches.num_images / secs))
         if out_dir is not None:
             save_checkpoint(out_dir / CHECKPOINT, model, optimizer=opt, scheduler=sched,
-                            epoch=epoch + 1, history=history, recipe=r)
+                            scaler=scaler, epoch=epoch + 1, history=history, recipe=r)
             history.save(out_dir / HISTORY)
         if on_epoch_end is not None:
             on_epoch_end(history)
@@ -469,7 +535,8 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
 def _describe(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"{dev.type} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{dev.type} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -477,18 +544,22 @@ def _describe(dev: torch.device) -> str:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray | Split, *, device=None, batch_size: int = 512,
-            tta_flip: bool = False, mean=aug.CIFAR10_MEAN, std=aug.CIFAR10_STD) -> np.ndarray:
+            tta_flip: bool = False, mean=aug.CIFAR10_MEAN, std=aug.CIFAR10_STD,
+            dtype: torch.dtype | None | str = "auto") -> np.ndarray:
     """Logits (N, num_classes) float32 for uint8 (N, 32, 32, 3) images (or a ``Split``).
 
     Normalises with ``mean``/``std`` (the true CIFAR-10 statistics by default; pass
     ``aug.SEED_MEAN, aug.SEED_STD`` for a model trained with the seed preset).
-    ``tta_flip`` averages the logits of each image and its mirror image.
+    ``tta_flip`` averages the logits of each image and its mirror image. ``dtype`` is the
+    autocast dtype (None: float32); ``"auto"`` asks :func:`s9lib.runtime.amp_dtype`.
     """
     if isinstance(images, Split):
         images = images.images
     dev = get_device(device) if not isinstance(device, torch.device) else device
     was_training = model.training
     model.eval()
+    if dtype == "auto":
+        dtype = amp_dtype(dev)
     m = torch.tensor(mean, device=dev).view(1, 3, 1, 1) * 255
     s = torch.tensor(std, device=dev).view(1, 3, 1, 1) * 255
     outs = []
@@ -497,7 +568,7 @@ def predict(model: nn.Module, images: np.ndarray | Split, *, device=None, batch_
             x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(dev)
             x = ((x.permute(0, 3, 1, 2).float() - m) / s).contiguous(
                 memory_format=torch.channels_last)
-            with _autocast(dev):
+            with autocast(dev, dtype):
                 logits = model(x).float()
                 if tta_flip:
                     logits = (logits + model(x.flip(3)).float()) / 2
@@ -508,11 +579,11 @@ def predict(model: nn.Module, images: np.ndarray | Split, *, device=None, batch_
 
 
 def evaluate(model: nn.Module, split: Split, *, device=None, batch_size: int = 512,
-             tta_flip: bool = False, mean=aug.CIFAR10_MEAN,
-             std=aug.CIFAR10_STD) -> tuple[float, float]:
-    """(cross-entropy loss, accuracy) of ``model`` on ``split``."""
+             tta_flip: bool = False, mean=aug.CIFAR10_MEAN, std=aug.CIFAR10_STD,
+             dtype: torch.dtype | None | str = "auto") -> tuple[float, float]:
+    """(cross-entropy loss, accuracy) of ``model`` on ``split`` (arguments as :func:`predict`)."""
     logits = predict(model, split.images, device=device, batch_size=batch_size,
-                     tta_flip=tta_flip, mean=mean, std=std)
+                     tta_flip=tta_flip, mean=mean, std=std, dtype=dtype)
     labels = torch.from_numpy(split.labels)
     loss = F.cross_entropy(torch.from_numpy(logits), labels).item()
     return loss, float((logits.argmax(1) == split.labels).mean())

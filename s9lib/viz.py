@@ -32,6 +32,7 @@ __all__ = [
     "gradcam_report",
     "misclassified_gallery",
     "training_curves",
+    "accuracy_vs_time",
     "per_class_bars",
     "image_grid",
 ]
@@ -349,6 +350,38 @@ def training_curves(histories, labels: Sequence[str] | None = None) -> Figure:
                 Line2D([], [], color="gray", ls="-", lw=2, label="test")]
     ax_acc.legend(handles=handles, fontsize=LABEL - 1, loc="lower right")
     fig.suptitle("Training curves", fontsize=SUPTITLE)
+    return fig
+
+
+def accuracy_vs_time(histories, labels: Sequence[str] | None = None, *,
+                     minutes_log: bool = True) -> Figure:
+    """Test accuracy against epochs (left) and against cumulative training time (right).
+
+    Why both: runs on different devices and recipes compare fairly only on both axes; an
+    epoch on a 2-core CPU takes ten times a GPU epoch, and a recipe that wins per epoch can
+    lose per minute. The time axis is logarithmic by default for that reason.
+    ``histories`` as in :func:`training_curves`.
+    """
+    runs = _histories(histories, labels)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_ep, ax_t = fig.subplots(1, 2, sharey=True)
+    for i, (label, h) in enumerate(runs):
+        acc = np.array(h.column("test_acc")) * 100
+        minutes = np.cumsum(h.column("seconds")) / 60
+        style = dict(color=f"C{i % 10}", lw=2, marker="o" if len(acc) <= 20 else None, ms=4)
+        ax_ep.plot(h.column("epoch"), acc, label=label, **style)
+        ax_t.plot(minutes, acc, label=label, **style)
+    ax_ep.set_xlabel("epoch", fontsize=LABEL)
+    ax_ep.set_ylabel("test accuracy (%)", fontsize=LABEL)
+    ax_t.set_xlabel("training time (minutes" + (", log scale)" if minutes_log else ")"),
+                    fontsize=LABEL)
+    if minutes_log:
+        ax_t.set_xscale("log")
+    for ax in (ax_ep, ax_t):
+        ax.tick_params(labelsize=LABEL - 1)
+        ax.grid(alpha=0.3, which="both")
+    ax_ep.legend(fontsize=LABEL - 1, loc="lower right")
+    fig.suptitle("Test accuracy per epoch and per minute of training", fontsize=SUPTITLE)
     return fig
 
 

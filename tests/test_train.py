@@ -199,3 +199,76 @@ def test_device_crop_is_a_shifted_window_of_the_padded_image():
         got = x[i].permute(1, 2, 0).numpy()
         assert any(np.allclose(got, norm[i, dy:dy + 32, dx:dx + 32], atol=1e-4)
                    for dy in range(9) for dx in range(9))
+
+
+# --------------------------------------------------------------------------- autocast dtype
+
+from s9lib.runtime import AMP_SETTINGS, amp_dtype, cpu_bf16_flags  # noqa: E402
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile", {"amx_bf16", "avx512_bf16"}),
+    ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", {"avx512_bf16"}),
+    ("fpu sse2 avx2 fma", set()),
+])
+def test_cpu_bf16_flags_read_from_cpuinfo(tmp_path, flags, expected):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: some CPU\nflags\t\t: {flags}\n\n"
+                    f"processor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_bf16_flags(info) == expected
+    assert cpu_bf16_flags(tmp_path / "missing") == set()  # macOS, Windows: no such file
+
+
+def test_amp_dtype_settings_and_environment_override(monkeypatch):
+    monkeypatch.delenv("S9LIB_AMP", raising=False)
+    assert amp_dtype("cpu", "off") is None
+    assert amp_dtype("cpu", "bf16") is torch.bfloat16
+    assert amp_dtype("cpu", "fp16") is torch.float16
+    assert amp_dtype("mps", "auto") is None
+    native = bool(cpu_bf16_flags())
+    assert amp_dtype("cpu") is (torch.bfloat16 if native else None)
+    monkeypatch.setenv("S9LIB_AMP", "OFF")
+    assert amp_dtype("cpu") is None
+    assert amp_dtype("cpu", "bf16") is torch.bfloat16  # an explicit setting wins
+    monkeypatch.setenv("S9LIB_AMP", "half")
+    with pytest.raises(ValueError, match="'half'.*auto, off, bf16, fp16"):
+        amp_dtype("cpu")
+    with pytest.raises(ValueError, match="amp"):
+        get_recipe("fast", amp="fp8")
+    assert set(AMP_SETTINGS) == {"auto", "off", "bf16", "fp16"}
+
+
+@pytest.mark.parametrize("setting, recorded", [("off", "float32"), ("bf16", "bfloat16")])
+def test_fit_trains_under_the_chosen_autocast_and_records_it(monkeypatch, setting, recorded):
+    monkeypatch.setenv("S9LIB_AMP", setting)
+    data = cifar(train_per_class=10, test_per_class=5)
+    history = fit(_model(), data, get_recipe("seed", batch_size=25), epochs=2, device=CPU,
+                  progress=False)
+    assert history.info["autocast"] == recorded
+    assert np.isfinite(history.column("train_loss")).all()
+    # a recipe field asks for the same thing without the environment
+    monkeypatch.delenv("S9LIB_AMP")
+    h2 = fit(_model(), data, get_recipe("seed", batch_size=25, amp=setting), epochs=2,
+             device=CPU, progress=False)
+    assert h2.info["autocast"] == recorded and h2.column("train_loss") == history.column("train_loss")
+
+
+def test_fp16_with_loss_scaling_trains(monkeypatch):
+    data = cifar(train_per_class=10, test_per_class=5)
+    history = fit(_model(), data, get_recipe("seed", batch_size=25, amp="fp16"), epochs=3,
+                  device=CPU, progress=False)
+    losses = history.column("train_loss")
+    assert history.info["autocast"] == "float16" and losses[-1] < losses[0]
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_recipe_field_existed(tmp_path):
+    """The reference run's checkpoint has no ``amp`` field; its default must match."""
+    data = cifar(train_per_class=10, test_per_class=5)
+    recipe = get_recipe("seed", batch_size=25)
+    first = fit(_model(), data, recipe, epochs=1, out=tmp_path, device=CPU, progress=False)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    del state["recipe"]["amp"]
+    torch.save(state, tmp_path / CHECKPOINT)
+    again = fit(_model(), data, recipe, epochs=1, out=tmp_path, resume=True, device=CPU,
+                progress=False)
+    assert again.column("train_loss") == first.column("train_loss")
