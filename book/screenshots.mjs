@@ -10,7 +10,8 @@
 //
 // For each page with a slider: focus the first slider's [role=slider] handle, press
 // ArrowRight twice (ArrowLeft if it starts at its maximum), and check that the visible
-// frame changed (a jslink'ed Stack in the browser, no Python).
+// frame changed (a jslink'ed Stack in the browser, no Python). Pages with tabs (ToggleButtons
+// over image sets): click each tab and check that it shows frames no other tab showed.
 import { createServer } from "node:http";
 import { readFile, readdir, mkdir, stat } from "node:fs/promises";
 import { existsSync } from "node:fs";
@@ -121,6 +122,27 @@ async function main() {
         await page.keyboard.press(back);
         await page.keyboard.press(back);
         await page.waitForTimeout(300);
+      }
+      // Tabs (the explorer's ToggleButtons over image sets): each must show frames of its own.
+      const tabs = page.locator(".widget-toggle-buttons button");
+      const nTabs = await tabs.count();
+      if (nTabs > 1) {
+        const seen = [JSON.stringify(await page.evaluate(visibleFrames))];
+        let shown = 1;
+        for (let t = 1; t < nTabs; t++) {
+          await tabs.nth(t).click();
+          await page.waitForTimeout(400);
+          const frames = JSON.stringify(await page.evaluate(visibleFrames));
+          if (frames === "[]" || seen.includes(frames)) {
+            problems.push(`${file}: tab ${t + 1} of ${nTabs} did not show frames of its own`);
+          } else {
+            shown += 1;
+          }
+          seen.push(frames);
+        }
+        await tabs.nth(0).click();
+        await page.waitForTimeout(300);
+        note += `; ${shown} of ${nTabs} tabs showed their own frames`;
       }
       // Top of the page, nothing focused: sticky header and sidebar where a reader sees them.
       await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
