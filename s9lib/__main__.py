@@ -46,6 +46,9 @@ def _train(parser: argparse.ArgumentParser):
                         help="DataLoader workers for the albumentations path "
                         "[default: 0 on CPU, up to 8 on a GPU]")
     parser.add_argument("--seed", type=int, default=None, help="random seed [default: the recipe's, 0]")
+    parser.add_argument("--amp", default=None, choices=runtime.AMP_SETTINGS,
+                        help="autocast: auto picks bf16 on GPUs and CPUs that compute it natively, "
+                        "float32 elsewhere; off = float32 [default: $S9LIB_AMP, else auto]")
     parser.add_argument("--fast", action="store_true",
                         help="FAST mode: tiny stratified subset, 1 epoch (same as S9LIB_FAST=1)")
 
@@ -58,7 +61,8 @@ def _train(parser: argparse.ArgumentParser):
         from .models import ResNet18
         from .train import fit, get_recipe
 
-        recipe = get_recipe(args.recipe, **({"seed": args.seed} if args.seed is not None else {}))
+        overrides = {k: v for k, v in (("seed", args.seed), ("amp", args.amp)) if v is not None}
+        recipe = get_recipe(args.recipe, **overrides)
         data = load_cifar10(args.data)
         runtime.seed_everything(recipe.seed)
         model = ResNet18(num_classes=len(data.classes))

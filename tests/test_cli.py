@@ -26,11 +26,20 @@ def test_train_end_to_end_in_fast_mode(tmp_path):
     assert "epoch 1/1" in proc.stderr  # the progress bar
 
 
+def test_train_amp_flag_is_recorded(tmp_path):
+    proc = _run("train", "--recipe", "seed", "--amp", "off", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["info"]["autocast"] == "float32" and history["recipe"]["amp"] == "off"
+    proc = _run("train", "--amp", "half", "--out", str(tmp_path / "bad"))
+    assert proc.returncode == 2 and "--amp" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_help_documents_every_flag():
     proc = _run("train", "--help")
     assert proc.returncode == 0
     for flag in ("--recipe", "--epochs", "--data", "--out", "--resume", "--device", "--workers",
-                 "--seed", "--fast"):
+                 "--seed", "--amp", "--fast"):
         assert flag in proc.stdout
     assert "seed (60 epochs" in proc.stdout and "fast (" in proc.stdout
 
