@@ -346,7 +346,8 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Autocast to ``dtype`` on ``device``; plain float32 when ``dtype`` is None.
 
-    Pick ``dtype`` with :func:`s9lib.runtime.amp_dtype` (bf16 on AMX CPUs and recent GPUs).
+    Pick ``dtype`` with :func:`s9lib.runtime.amp_dtype` (bf16 on recent GPUs and on CPUs
+    with bf16 instructions).
     """
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
@@ -466,6 +467,8 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
         on_epoch_end: Callable[[History], None] | None = None) -> History:
     """Train ``model`` on ``data.train`` with ``recipe``, evaluating on ``data.test`` each epoch.
 
+    The forward pass runs under the autocast dtype of ``runtime.amp_dtype`` (``recipe.amp``;
+    with ``"auto"``, ``$S9LIB_AMP`` may override it), recorded in ``history.info["autocast"]``.
     ``epochs`` overrides the recipe's (FAST mode: ``FAST.epochs``). With ``out``, a checkpoint
     and ``history.json`` are written there after every epoch; ``resume=True`` continues from
     ``out/checkpoint.pt`` when it exists (same recipe required). ``on_epoch_end`` is called
