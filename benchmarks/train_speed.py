@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps [default: 50 cuda, 5 cpu]")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the loader path")
     p.add_argument("--compile", action="store_true",
-                   help="also time torch.compile (channels_last, float32 and the auto dtype)")
+                   help="also time torch.compile (channels_last, in float32 and in the lower precision)")
     p.add_argument("--data", default=None, help="CIFAR-10 source [default: $S9LIB_DATA]")
     p.add_argument("--history", action="append", default=[],
                    help="history.json of a run: report its epoch time and time to --target")
@@ -119,7 +119,7 @@ def main() -> None:
     figures["cpu_bf16_flags"] = sorted(cpu_bf16_flags())
     print(f"amp_dtype(auto) here: {figures['auto_dtype']}  "
           f"(CPU bf16 instructions: {', '.join(figures['cpu_bf16_flags']) or 'none'})")
-    low = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+    low = auto or torch.bfloat16  # compare with what fit() would pick; bf16 where that is float32
     rates = {}
     for name, cl, dtype, comp in (("NCHW float32", False, None, False),
                                   ("channels_last float32", True, None, False),

@@ -272,3 +272,18 @@ def test_resume_accepts_a_checkpoint_written_before_a_recipe_field_existed(tmp_p
     again = fit(_model(), data, recipe, epochs=1, out=tmp_path, resume=True, device=CPU,
                 progress=False)
     assert again.column("train_loss") == first.column("train_loss")
+
+
+def test_the_published_seed_log_reads_as_a_history(tmp_path):
+    from helpers import REPO
+
+    log = REPO / "runs" / "seed-published" / "seed_run_log.csv"
+    h = History.from_epoch_csv(log, recipe="seed", device="Colab GPU")
+    assert len(h) == 60 and h.column("epoch")[0] == 1 and h.column("epoch")[-1] == 60
+    assert h.final_test_acc == pytest.approx(0.8729) and h.recipe["name"] == "seed"
+    assert h.epochs[0].train_acc == pytest.approx(0.3654) and h.epochs[0].lr == 1e-3
+    assert h.train_seconds == pytest.approx(3379.434)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,loss\n0,1.0\n")
+    with pytest.raises(ValueError, match="train_seconds"):
+        History.from_epoch_csv(bad, recipe="seed", device="x")

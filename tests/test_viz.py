@@ -166,3 +166,18 @@ def test_image_grid_has_one_axes_per_image():
     with pytest.raises(ValueError, match="titles"):
         viz.image_grid(_images(3), titles=["a"])
     assert _renders(fig)
+
+
+def test_accuracy_vs_time_plots_the_published_seed_log_beside_a_run():
+    from helpers import REPO
+
+    published = History.from_epoch_csv(REPO / "runs" / "seed-published" / "seed_run_log.csv",
+                                       recipe="seed", device="Colab GPU (published log)")
+    ours = History.load(REPO / "runs" / "fast-cpu-bf16-14ep" / "history.json")
+    fig = viz.accuracy_vs_time({"seed, published": published, "fast": ours})
+    assert isinstance(fig, Figure)
+    ax_epochs, ax_minutes = fig.axes
+    assert ax_minutes.get_xscale() == "log" and ax_epochs.get_xscale() == "linear"
+    lines = ax_minutes.get_lines()
+    assert len(lines) == 2 and lines[0].get_xdata()[-1] == pytest.approx(3379.434 / 60)
+    assert max(lines[0].get_ydata()) == pytest.approx(87.29)
