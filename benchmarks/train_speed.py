@@ -30,7 +30,8 @@ from s9lib.batches import DeviceBatches, LoaderBatches
 from s9lib.data import Split, load_cifar10
 from s9lib.models import ResNet18
 from s9lib.runtime import amp_dtype, cpu_bf16_flags
-from s9lib.train import History, train_step
+from s9lib.history import History
+from s9lib.train import train_step
 
 
 def _sync(device):

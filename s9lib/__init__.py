@@ -1,10 +1,13 @@
 """s9lib: CIFAR-10 augmentation, the CIFAR ResNet18, training, and GradCAM / GradCAM++.
 
 The library behind the s9-book chapters. Modules, in data-flow order:
-``data`` -> ``augment`` -> ``models`` -> ``train`` -> ``cam`` -> ``viz`` / ``widgets``.
+``data`` -> ``augment`` -> ``models`` -> ``train`` -> ``cam`` -> ``viz`` / ``widgets``, with
+``inputs`` (normalisation), ``recipes``, ``history``, ``checkpoints`` and ``analysis`` beside
+the loop. ``import s9lib`` loads only torch: albumentations, OpenCV and torchvision load with
+the modules that need them.
 """
 
-from .runtime import FAST, cache_dir, fast_mode, get_device, seed_everything
+from .runtime import FAST_SIZES, cache_dir, fast_mode, get_device, seed_everything
 
 # Bound after the submodule import on purpose: `s9lib.pretrained` is the function (the
 # submodule stays importable as `from s9lib.checkpoints import ...`).
@@ -12,6 +15,5 @@ from .checkpoints import pretrained  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["FAST", "cache_dir", "fast_mode", "get_device", "pretrained", "seed_everything",
+__all__ = ["FAST_SIZES", "cache_dir", "fast_mode", "get_device", "pretrained", "seed_everything",
            "__version__"]
-

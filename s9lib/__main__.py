@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from . import runtime
-from .train import RECIPES
+from .recipes import RECIPES
 
-# Each subcommand module registers itself here: name -> (add_arguments, run).
+# Each subcommand registers itself here with @subcommand: name -> (help, add_arguments),
+# where add_arguments(parser) adds its flags and returns the function that runs it.
 _SUBCOMMANDS: dict = {}
 
 
@@ -25,7 +26,8 @@ def subcommand(name: str, help: str):
     return register
 
 
-@subcommand("train", "train the CIFAR ResNet18 with a named recipe")
+@subcommand("train", "train the CIFAR ResNet18 with a named recipe (one process, or one per "
+            "device under torchrun)")
 def _train(parser: argparse.ArgumentParser):
     parser.add_argument("--recipe", default="seed", help="training recipe: " + ", ".join(
         f"{k} ({v.epochs} epochs, {v.optimizer} lr {v.lr}, batch {v.batch_size}, "
@@ -49,33 +51,42 @@ def _train(parser: argparse.ArgumentParser):
     parser.add_argument("--amp", default=None, choices=runtime.AMP_SETTINGS,
                         help="autocast: auto picks bf16 on GPUs and CPUs that compute it natively, "
                         "float32 elsewhere; off = float32 [default: $S9LIB_AMP, else auto]")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun: BatchNorm statistics of the global batch, not of "
+                        "each process's share (the recipe's sync_bn)")
     parser.add_argument("--fast", action="store_true",
                         help="FAST mode: tiny stratified subset, 1 epoch (same as S9LIB_FAST=1)")
 
-    def run(args) -> int:
-        import os
+    return _run_train
 
-        if args.fast:
-            os.environ["S9LIB_FAST"] = "1"
-        from .data import load_cifar10
-        from .models import ResNet18
-        from .train import fit, get_recipe
 
-        overrides = {k: v for k, v in (("seed", args.seed), ("amp", args.amp)) if v is not None}
-        recipe = get_recipe(args.recipe, **overrides)
-        data = load_cifar10(args.data)
-        runtime.seed_everything(recipe.seed)
-        model = ResNet18(num_classes=len(data.classes))
-        history = fit(model, data, recipe, epochs=args.epochs, out=args.out, resume=args.resume,
-                      device=args.device, num_workers=args.workers)
-        last = history.epochs[-1]
-        print(json.dumps({"out": str(Path(args.out).resolve()), "epochs": len(history),
-                          "test_acc": round(last.test_acc, 4),
-                          "train_seconds": round(history.train_seconds, 1),
-                          "device": history.device}))
+def _run_train(args) -> int:
+    """Train with the recipe and flags of ``args``; print a one-line JSON summary."""
+    import os
+
+    if args.fast:
+        os.environ["S9LIB_FAST"] = "1"
+    from .data import load_cifar10
+    from .models import ResNet18
+    from .recipes import get_recipe
+    from .train import fit
+
+    overrides = {k: v for k, v in (("seed", args.seed), ("amp", args.amp),
+                                   ("sync_bn", args.sync_bn or None)) if v is not None}
+    recipe = get_recipe(args.recipe, **overrides)
+    data = load_cifar10(args.data)
+    runtime.seed_everything(recipe.seed)
+    model = ResNet18(num_classes=len(data.classes))
+    history = fit(model, data, recipe, epochs=args.epochs, out=args.out, resume=args.resume,
+                  device=args.device, num_workers=args.workers)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for the job
         return 0
-
-    return run
+    last = history.epochs[-1]
+    print(json.dumps({"out": str(Path(args.out).resolve()), "epochs": len(history),
+                      "test_acc": round(last.test_acc, 4),
+                      "train_seconds": round(history.train_seconds, 1),
+                      "device": history.device}))
+    return 0
 
 
 @subcommand("faithfulness", "Average Drop / Increase in Confidence of GradCAM, GradCAM++ "
@@ -149,45 +160,61 @@ def _gradcam(parser: argparse.ArgumentParser):
                         help="cuda, mps or cpu [default: the best available]")
 
     def run(args) -> int:
-        from .cam import explain
-        from .data import CLASSES
-        from .images import center_crop_box, load_image, preprocess, to_cifar
-        from .viz import gradcam_report
         from .checkpoints import load
 
         if not 0.0 <= args.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
         model = load(args.checkpoint, args.device)
-        photos, failed = [], 0
-        for name in args.images:
-            try:
-                photos.append((Path(name), load_image(name, min_side=512)))  # JPEG draft
-            except (ValueError, FileNotFoundError) as exc:  # report it, go on with the others
-                print(f"error: {exc}", file=sys.stderr)
-                failed += 1
+        photos, failed = _load_photos(args.images)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        slug = args.method.replace("++", "pp")
         used: set[str] = set()
         for start in range(0, len(photos), 32):
-            chunk = photos[start:start + 32]
-            crops = [to_cifar(photo) for _, photo in chunk]
-            result = explain(model, preprocess(crops, model=model), layers=args.layers,
-                             method=args.method).cpu()
-            for i, ((path, photo), crop) in enumerate(zip(chunk, crops)):
-                fig = gradcam_report(photo, crop, result, i, args.layers, CLASSES,
-                                     crop_box=center_crop_box(*photo.shape[:2]),
-                                     name=path.name, alpha=args.alpha)
-                stem, n = f"{path.stem}_{slug}", 1
-                while stem + (f"-{n}" if n > 1 else "") in used:  # same file name twice
-                    n += 1
-                stem += f"-{n}" if n > 1 else ""
-                used.add(stem)
-                fig.savefig(out / f"{stem}.png", dpi=100)
-                print(out / f"{stem}.png")
+            for path in _explain_photos(model, photos[start:start + 32], args, out, used):
+                print(path)
         return 2 if failed else 0
 
     return run
+
+
+def _load_photos(names: list[str]) -> tuple[list, int]:
+    """(path, uint8 photo) for each readable file; an error line for each other one."""
+    from .images import load_image
+
+    photos, failed = [], 0
+    for name in names:
+        try:
+            photos.append((Path(name), load_image(name, min_side=512)))  # JPEG draft
+        except (ValueError, FileNotFoundError) as exc:  # report it, go on with the others
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return photos, failed
+
+
+def _explain_photos(model, chunk: list, args, out: Path, used: set[str]) -> list[Path]:
+    """One batched CAM call for ``chunk``, one report PNG per photo; returns the paths."""
+    from .cam import explain
+    from .data import CLASSES
+    from .images import center_crop_box, to_cifar
+    from .inputs import preprocess
+    from .viz import gradcam_report
+
+    crops = [to_cifar(photo) for _, photo in chunk]
+    result = explain(model, preprocess(crops, model=model), layers=args.layers,
+                     method=args.method).cpu()
+    written = []
+    for i, ((path, photo), crop) in enumerate(zip(chunk, crops)):
+        fig = gradcam_report(photo, crop, result, i, args.layers, CLASSES,
+                             crop_box=center_crop_box(*photo.shape[:2]), name=path.name,
+                             alpha=args.alpha)
+        stem, n = f"{path.stem}_{args.method.replace('++', 'pp')}", 1
+        while stem + (f"-{n}" if n > 1 else "") in used:  # the same file name twice
+            n += 1
+        stem += f"-{n}" if n > 1 else ""
+        used.add(stem)
+        fig.savefig(out / f"{stem}.png", dpi=100)
+        written.append(out / f"{stem}.png")
+    return written
 
 
 @subcommand("export", "write a run's model as an fp16 weights file with measured accuracies")
@@ -208,7 +235,7 @@ def _export(parser: argparse.ArgumentParser):
 
         from .checkpoints import export_weights, pretrained
         from .data import load_cifar10
-        from .train import predict
+        from .analysis import predict
 
         def accuracy(model, images, labels) -> float:
             mean, std = model.normalization

@@ -34,6 +34,10 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
+from .inputs import CIFAR10_MEAN, CIFAR10_STD, SEED_MEAN, SEED_STD
+
+# The statistics live in s9lib.inputs (one place for normalisation); named here too because
+# the presets below normalise with them.
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -46,17 +50,6 @@ __all__ = [
     "normalize",
     "denormalize",
 ]
-
-#: Per-channel mean/std of the 50,000 original CIFAR-10 training images, pixels scaled to
-#: [0, 1]. On the JPEG archive in ``../shared/data`` the same computation gives mean
-#: (0.4913, 0.4821, 0.4465) and std (0.2452, 0.2428, 0.2606): JPEG smooths a little.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-#: What the seed used. The mean is right; the std (0.2023, 0.1994, 0.2010) is the mean of
-#: the per-image std, a different statistic, widely copied from an old example.
-SEED_MEAN = (0.4914, 0.4822, 0.4465)
-SEED_STD = (0.2023, 0.1994, 0.2010)
 
 _MEAN_PIXEL = tuple(int(round(255 * m)) for m in CIFAR10_MEAN)  # (125, 123, 114)
 
@@ -81,32 +74,36 @@ def _seed() -> list:
     ]
 
 
-def _seed_fixed() -> list:
+def _pad_crop_flip() -> list:
+    """A 4-pixel reflect-101 pad, a random 32x32 crop, a horizontal flip half the time."""
     return [
         A.PadIfNeeded(min_height=40, min_width=40, border_mode=cv2.BORDER_REFLECT_101,
                       strict=True),
         A.RandomCrop(height=32, width=32, strict=True),
         A.HorizontalFlip(p=0.5, strict=True),
+    ]
+
+
+def _normalize() -> A.Normalize:
+    return A.Normalize(mean=CIFAR10_MEAN, std=CIFAR10_STD, max_pixel_value=255.0, strict=True)
+
+
+def _seed_fixed() -> list:
+    return _pad_crop_flip() + [
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5,
                                    strict=True),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(12, 12),
                         hole_width_range=(12, 12), fill=_MEAN_PIXEL, p=0.5, strict=True),
-        A.Normalize(mean=CIFAR10_MEAN, std=CIFAR10_STD, max_pixel_value=255.0, strict=True),
+        _normalize(),
     ]
 
 
 def _standard() -> list:
-    return [
-        A.PadIfNeeded(min_height=40, min_width=40, border_mode=cv2.BORDER_REFLECT_101,
-                      strict=True),
-        A.RandomCrop(height=32, width=32, strict=True),
-        A.HorizontalFlip(p=0.5, strict=True),
-        A.Normalize(mean=CIFAR10_MEAN, std=CIFAR10_STD, max_pixel_value=255.0, strict=True),
-    ]
+    return _pad_crop_flip() + [_normalize()]
 
 
 def _test() -> list:
-    return [A.Normalize(mean=CIFAR10_MEAN, std=CIFAR10_STD, max_pixel_value=255.0, strict=True)]
+    return [_normalize()]
 
 
 PRESETS: dict[str, Callable[[], list]] = {

@@ -1,43 +1,32 @@
 """GradCAM and GradCAM++: one base class, the two methods differ only in their channel weights.
 
 A class activation map for class ``c`` at layer ``l`` is ``ReLU(sum_k w_k A_k)``: the layer's
-``K`` feature maps ``A_k`` (``h x w`` each), weighted by how much class ``c``'s score ``S_c``
+``K`` feature maps ``A_k`` (``h x w`` each), weighted by how much class ``c``'s score ``y_c``
 (the logit, not the softmax probability) depends on them. The methods differ only in ``w_k``:
 
-* GradCAM (Selvaraju et al. 2017): ``w_k = mean_ij dS_c/dA_k[i,j]``.
-* GradCAM++ (Chattopadhay et al. 2018, Eq. 19), with ``g = dS_c/dA_k``::
+* GradCAM (Selvaraju et al. 2017): ``w_k = mean_ij dy_c/dA_k[i,j]``.
+* GradCAM++ (Chattopadhay et al. 2018, Eq. 19), with ``g = dy_c/dA_k``::
 
       alpha_ij = g_ij^2 / (2 g_ij^2 + sum_ab(A_k[a,b]) * g_ij^3)
       w_k      = sum_ij alpha_ij * ReLU(g_ij)
 
-  The paper derives Eq. 19 for ``Y_c = exp(S_c)``; the exponential cancels out of alpha, so we
+  The paper derives Eq. 19 for ``Y_c = exp(y_c)``; the exponential cancels out of alpha, so we
   use the gradient of the score itself and there is no ``exp`` anywhere: logits of 1e5 cannot
   overflow (``exp(89)`` already overflows float32).
 
-Why this module exists instead of copying what was around:
+Design rules (chapter 4 compares them with the seed notebook and other libraries):
 
-* The seed notebook registered hooks on every call and never removed them, so each call made
-  the next slower and kept old activations (and their graphs) alive. Here hooks exist only
-  inside a ``with`` block (or inside one call when used without ``with``) and are removed on
-  exit *and* on exceptions; the model's train/eval mode and every parameter's
-  ``requires_grad`` are restored.
-* The seed's GradCAM++ used the denominator ``2 g^2 + sum_ab(A_ab * g_ab^3)``: a sum over the
-  product instead of ``sum_ab(A_ab) * g_ij^3``. That changes alpha at every position. It is
-  kept as :func:`gradcampp_seed_bug_weights`, clearly named, so the book can show the
-  difference.
-* torchcam's ``GradCAMpp`` has the same ``sum(A * g^3)`` denominator and then normalises alpha
-  with ``alpha[idx][mask].div_(d[mask])``: boolean-mask indexing returns a copy, so the
-  in-place division changes nothing and alpha stays ``g^2``.
-* Captum has ``LayerGradCam`` but no GradCAM++.
-* pytorch-grad-cam (PyPI ``grad-cam``) is correct and is our reference in the tests (raw maps
-  agree to 1e-5 of the map maximum; we use its ``eps = 1e-6`` and its ``where(g != 0)``), but
-  it runs one forward and one full backward (weight gradients included) per call, and it
-  leaves the model in eval mode. Here one forward and one backward serve every layer asked
-  for, and the backward stops at the earliest hooked layer.
+* Hooks exist only inside a ``with`` block (or inside one call when used without ``with``) and
+  are removed on exit *and* on exceptions; the model's train/eval mode and every parameter's
+  ``requires_grad`` are restored. (The seed registered a hook per call and never removed it.)
+* One forward and one backward pass serve every layer asked for, and the backward stops at the
+  earliest hooked layer.
+* The seed's GradCAM++ denominator ``2 g^2 + sum_ab(A_ab * g_ab^3)`` is kept as
+  :func:`gradcampp_seed_bug_weights`, clearly named, so the book can show what it changes.
 
 How the gradients are taken: a forward hook keeps each layer's output tensor (still attached
-to the graph) and, after the forward pass, ``torch.autograd.grad(score, outputs)`` returns
-``dS/dA`` for every layer in one backward pass. That is exactly the tensor a tensor hook
+to the graph) and, after the forward pass, ``torch.autograd.grad(y_c, outputs)`` returns
+``dy/dA`` for every layer in one backward pass. That is exactly the tensor a tensor hook
 (``output.register_hook``) would receive, with no hook in the backward pass at all, results
 keyed by layer name rather than by the order hooks fire, and autograd runs only the part of the
 graph between the logits and the earliest hooked layer. ``register_full_backward_hook`` is the
@@ -78,6 +67,7 @@ __all__ = [
     "gradcam_weights",
     "gradcampp_weights",
     "gradcampp_seed_bug_weights",
+    "map_correlation",
 ]
 
 #: pytorch-grad-cam's epsilon in the GradCAM++ denominator (kept so raw maps agree with it).
@@ -129,7 +119,7 @@ def gradcam_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch.Ten
 
 def gradcampp_weights(activations: torch.Tensor, grads: torch.Tensor,
                       eps: float = GRADCAMPP_EPS) -> torch.Tensor:
-    """GradCAM++ Eq. 19 with ``g = dS_c/dA`` (the score's gradient, so no ``exp(S)``).
+    """GradCAM++ Eq. 19 with ``g = dy_c/dA`` (the score's gradient, so no ``exp(y_c)``).
 
     ``eps`` and the ``where(g != 0)`` are pytorch-grad-cam's: eps keeps the denominator off
     zero, and alpha is zeroed where the gradient is exactly zero (0/eps would be 0 anyway,
@@ -231,6 +221,21 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     span = flat.max(dim=1, keepdim=True).values - lo
     scaled = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, scaled, torch.zeros_like(scaled)).reshape(maps.shape)
+
+
+def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each pair of maps, (B, H, W) x (B, H, W) -> (B,).
+
+    How alike two explanations of the same image are, independent of their scale. A constant
+    map (e.g. an all-zero CAM) correlates with nothing: 0 for that image, not NaN, so a mean
+    over images stays defined.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps to correlate must have the same shape, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}.")
+    a = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
+    b = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
 
 
 # --------------------------------------------------------------------------- the base class
@@ -375,7 +380,7 @@ class BaseCAM:
 
 
 class GradCAM(BaseCAM):
-    """GradCAM (Selvaraju et al. 2017): channel weight = spatial mean of dS_c/dA_k."""
+    """GradCAM (Selvaraju et al. 2017): channel weight = spatial mean of dy_c/dA_k."""
 
     name = "gradcam"
 

@@ -1,33 +1,163 @@
-"""Shipped weights and model loading: ``s9lib.pretrained()`` returns a trained ResNet18.
+"""Every file that holds a model: training checkpoints and the shipped weights.
 
-Why ship them: the CAM chapters need a model that has learned something, and neither CI nor
-a reader on a CPU can train one in minutes. The weights are stored in fp16 (about 22 MB, half
-of fp32; the accuracy change is measured and recorded with them) inside the package, so a
-``pip install`` of s9lib (locally or in Colab) brings them along with no download.
+Why one module: both kinds are read with the same ``torch.load`` call and turned into a model
+by the same helper (architecture check, float32, normalisation, device), so a rule about
+either (what torch may unpickle, what counts as "another architecture") is written once.
 
-Each weights file holds the fp16 state dict and a ``meta`` dict: the recipe, the device and
-time of the run, the normalisation the model expects, and measured accuracies.
+* A **training checkpoint** (``checkpoint.pt`` in a run folder, :func:`save_checkpoint`)
+  holds model, optimizer, scheduler, epoch, history and recipe: everything ``--resume``
+  needs. It is rewritten atomically after every epoch.
+* A **weights file** (:func:`export_weights`) holds the fp16 state dict and a ``meta`` dict:
+  the recipe, the device and time of the run, the normalisation the model expects, and
+  measured accuracies. The shipped one lives inside the package (about 22 MB, half of fp32),
+  so a ``pip install`` of s9lib (locally or in Colab) brings a trained model with no download:
+  the CAM chapters need a model that has learned something, and neither CI nor a reader on
+  a CPU can train one in minutes.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from .augment import CIFAR10_MEAN, CIFAR10_STD
+from .files import atomic_write
+from .inputs import normalization_of
 from .models import ResNet18
 from .runtime import get_device
-from .train import (_atomic_write, checkpoint_file, load_checkpoint, load_model,
-                    resnet18_from_state)
 
-__all__ = ["WEIGHTS_DIR", "DEFAULT_WEIGHTS", "available", "pretrained", "export_weights",
-           "weights_meta", "load"]
+__all__ = ["CHECKPOINT", "WEIGHTS_DIR", "DEFAULT_WEIGHTS", "save_checkpoint", "checkpoint_file",
+           "load_checkpoint", "load_model", "resnet18_from_state", "available", "pretrained",
+           "weights_meta", "export_weights", "load"]
 
+CHECKPOINT = "checkpoint.pt"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The file ``pretrained()`` loads by default: the best run shipped so far.
 DEFAULT_WEIGHTS = "resnet18_cifar10.pt"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load`` with weights only (no code runs), or one sentence saying why not."""
+    if not zipfile.is_zipfile(path):  # what torch.save writes; torch's own error would
+        # suggest weights_only=False, i.e. running the file's code, which is no advice here
+        raise ValueError(f"{path} is not a readable s9lib checkpoint or weights file (not "
+                         "a file written by torch.save).")
+    try:
+        # TorchVersion: early checkpoints stored torch.__version__ itself (a str subclass)
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path} is not a readable s9lib checkpoint or weights file "
+                         f"({reason}).") from exc
+
+
+def resnet18_from_state(state: dict, path: str | os.PathLike = "the state dict") -> ResNet18:
+    """A float32 ``ResNet18`` holding ``state``; refuses another architecture in one sentence.
+
+    torch's own error lists every missing key (thousands of characters); this one says how
+    many tensors are missing, unknown or of another shape, with an example of each.
+    """
+    head = state.get("linear.weight")
+    model = ResNet18(num_classes=head.shape[0] if torch.is_tensor(head) and head.ndim == 2 else 10)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} of ResNet18's {len(expected)} tensors missing "
+                           f"(e.g. {', '.join(missing[:3])})")
+        if extra:
+            details.append(f"{len(extra)} unknown (e.g. {', '.join(extra[:3])})")
+        if wrong:
+            details.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
+        raise ValueError(f"{path} does not hold the CIFAR ResNet18 (another architecture?): "
+                         + "; ".join(details) + ". Pass a checkpoint of s9lib.models.ResNet18.")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model
+
+
+def _model(state_dict: dict, arch: str, normalization: dict | None, path: Path,
+           device) -> ResNet18:
+    """The model behind a checkpoint's or a weights file's state dict, ready to use:
+    float32, eval mode, on ``device``, with ``model.normalization`` set from the file."""
+    if arch != "ResNet18":
+        raise ValueError(f"{path} holds a {arch}, not the CIFAR ResNet18 s9lib uses.")
+    model = resnet18_from_state(state_dict, path)
+    if normalization:
+        model.normalization = (tuple(normalization["mean"]), tuple(normalization["std"]))
+    else:  # files from before the normalisation was recorded: CIFAR-10's statistics
+        model.normalization = normalization_of(None)
+    return model.to(get_device(device)).eval()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "_orig_mod", model)  # torch.compile wraps the module
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, optimizer=None, scheduler=None,
+                    scaler=None, epoch: int = 0, history=None, recipe=None) -> None:
+    """Atomically save everything needed to resume (``history``: a ``History``, ``recipe``:
+    a ``Recipe``) or to use the model."""
+    net = _unwrap(model)
+    state = {
+        "format": 1,
+        "arch": type(net).__name__,
+        "num_classes": net.linear.out_features,
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "epoch": epoch,
+        "history": history.to_dict() if history is not None else None,
+        "recipe": recipe.to_dict() if recipe is not None else None,
+        "normalization": ({"mean": list(recipe.normalization[0]),
+                           "std": list(recipe.normalization[1])} if recipe is not None else None),
+    }
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def checkpoint_file(path: str | os.PathLike,
+                    alternative: str = "use s9lib.pretrained()") -> Path:
+    """``path`` or, for a run folder, its ``checkpoint.pt``; a clear error when it is missing."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}; train one with "
+                                f"`python -m s9lib train --out DIR` or {alternative}.")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint dict; a clear error when the file is missing or not a checkpoint."""
+    path = checkpoint_file(path)
+    state = _torch_load(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{path} is not an s9lib training checkpoint (no 'model' entry).")
+    return state
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str | None = None) -> ResNet18:
+    """A ``ResNet18`` in eval mode with the weights of the checkpoint at ``path``."""
+    state = load_checkpoint(path)
+    return _model(state["model"], state.get("arch", "ResNet18"), state.get("normalization"),
+                  checkpoint_file(path), device)
+
+
+# --------------------------------------------------------------------------- shipped weights
 
 
 def available() -> list[str]:
@@ -35,7 +165,7 @@ def available() -> list[str]:
     return sorted(p.name for p in WEIGHTS_DIR.glob("*.pt"))
 
 
-def _path(name: str | os.PathLike | None) -> Path:
+def _weights_path(name: str | os.PathLike | None) -> Path:
     if name is None:
         name = os.environ.get("S9LIB_WEIGHTS") or DEFAULT_WEIGHTS
     p = Path(name)
@@ -48,9 +178,17 @@ def _path(name: str | os.PathLike | None) -> Path:
     return p
 
 
+def _read_weights(path: Path) -> dict:
+    blob = _torch_load(path)
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict) \
+            or "meta" not in blob:
+        raise ValueError(f"{path} is not an s9lib weights file (made by export_weights).")
+    return blob
+
+
 def weights_meta(name: str | os.PathLike | None = None) -> dict:
     """The ``meta`` dict of a weights file (recipe, device, accuracies, provenance)."""
-    return torch.load(_path(name), map_location="cpu", weights_only=True)["meta"]
+    return _read_weights(_weights_path(name))["meta"]
 
 
 def pretrained(name: str | os.PathLike | None = None,
@@ -60,28 +198,13 @@ def pretrained(name: str | os.PathLike | None = None,
     ``model.normalization`` holds the (mean, std) its inputs must be normalised with and
     ``model.meta`` where the weights came from.
     """
-    path = _path(name)
-    blob = _read(path)
-    if not isinstance(blob, dict) or "state_dict" not in blob:
-        raise ValueError(f"{path} is not an s9lib weights file (made by export_weights).")
-    arch = blob.get("meta", {}).get("arch", "ResNet18")
-    if arch != "ResNet18":
-        raise ValueError(f"{path} holds a {arch}, not the CIFAR ResNet18 s9lib uses.")
-    model = resnet18_from_state(blob["state_dict"], path)
-    norm = blob["meta"].get("normalization") or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
-    model.normalization = (tuple(norm["mean"]), tuple(norm["std"]))
-    model.meta = blob["meta"]
-    dev = device if isinstance(device, torch.device) else get_device(device)
-    return model.to(dev).eval()
-
-
-def _read(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(f"{path} is not a file torch can read ({reason}); pass the "
-                         "checkpoint.pt of an s9lib run or an s9lib weights file.") from exc
+    path = _weights_path(name)
+    blob = _read_weights(path)
+    meta = blob["meta"]
+    model = _model(blob["state_dict"], meta.get("arch", "ResNet18"), meta.get("normalization"),
+                   path, device)
+    model.meta = meta
+    return model
 
 
 def load(checkpoint: str | os.PathLike | None = None,
@@ -89,8 +212,8 @@ def load(checkpoint: str | os.PathLike | None = None,
     """The model behind a ``--checkpoint`` argument, whatever it points at.
 
     None: the shipped weights (:func:`pretrained`); a run folder or its ``checkpoint.pt``
-    (:func:`s9lib.train.load_model`); a weights file (:func:`export_weights`). Anything else,
-    including a checkpoint of another architecture, is refused with one clear sentence.
+    (:func:`load_model`); a weights file (:func:`export_weights`). Anything else, including
+    a checkpoint of another architecture, is refused with one clear sentence.
     """
     if checkpoint is None:
         if not available() and not os.environ.get("S9LIB_WEIGHTS"):
@@ -100,13 +223,13 @@ def load(checkpoint: str | os.PathLike | None = None,
                 "runs/DIR`, or a weights file.")
         return pretrained(device=device)
     path = checkpoint_file(checkpoint, alternative="pass a weights file")
-    blob = _read(path)
+    blob = _torch_load(path)
     if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and "meta" in blob:
         return pretrained(path, device=device)
     if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
         return load_model(path, device)
     raise ValueError(f"{path} is neither an s9lib training checkpoint (written by "
-                     "s9lib.train.save_checkpoint) nor an s9lib weights file (written by "
+                     "s9lib.checkpoints.save_checkpoint) nor an s9lib weights file (written by "
                      "s9lib.checkpoints.export_weights).")
 
 
@@ -130,6 +253,4 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **met
                                 if history.get("epochs") else None),
     }
     info.update(meta)
-    dest = Path(dest)
-    _atomic_write(dest, lambda f: torch.save({"state_dict": sd, "meta": info}, f))
-    return dest
+    return atomic_write(dest, lambda f: torch.save({"state_dict": sd, "meta": info}, f))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .runtime import FAST, cache_dir, fast_mode
+from .runtime import FAST_SIZES, cache_dir, fast_mode
 
 __all__ = [
     "CLASSES",
@@ -104,8 +104,8 @@ class Cifar10:
     classes: tuple[str, ...]
     source: str
 
-    def fast(self, train_per_class: int = FAST.train_per_class,
-             test_per_class: int = FAST.test_per_class) -> "Cifar10":
+    def fast(self, train_per_class: int = FAST_SIZES.train_per_class,
+             test_per_class: int = FAST_SIZES.test_per_class) -> "Cifar10":
         """The FAST-mode subset (stratified, deterministic)."""
         return Cifar10(self.train.subset(train_per_class), self.test.subset(test_per_class),
                        self.classes, self.source + " (FAST subset)")

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import augment as aug
 from .cam import METHODS, explain, normalize_maps, resolve_layers
+from .inputs import normalization_of, standardize, to_unit
 
 __all__ = ["MethodScore", "FaithfulnessReport", "drop_and_increase", "random_maps",
            "faithfulness", "format_report", "DEFAULT_METHODS"]
@@ -84,24 +84,10 @@ class FaithfulnessReport:
 # --------------------------------------------------------------------------- the metric
 
 
-def _to_unit(images_uint8) -> torch.Tensor:
-    """uint8 (B, H, W, 3) array or tensor -> float32 (B, 3, H, W) in [0, 1]."""
-    x = torch.as_tensor(np.asarray(images_uint8))
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 (N, H, W, 3) pixels, got {tuple(x.shape)} "
-                         f"{x.dtype}; pass e.g. data.test.images, not normalised tensors.")
-    return x.permute(0, 3, 1, 2).float().div(255.0)
-
-
-def _normalise(x01: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
-    return (x01 - m) / s
-
-
 @torch.no_grad()
-def _probs(model: nn.Module, x01: torch.Tensor, mean, std) -> torch.Tensor:
-    return torch.softmax(model(_normalise(x01, mean, std)).float(), dim=1)
+def _class_probabilities(model: nn.Module, x01: torch.Tensor, mean, std) -> torch.Tensor:
+    """The model's softmax probabilities for pixels ``x01`` (B, 3, H, W) in [0, 1]."""
+    return torch.softmax(model(standardize(x01, mean, std)).float(), dim=1)
 
 
 def drop_and_increase(model: nn.Module, x01: torch.Tensor, maps: torch.Tensor, mean, std,
@@ -112,7 +98,7 @@ def drop_and_increase(model: nn.Module, x01: torch.Tensor, maps: torch.Tensor, m
     ``targets`` default to the predicted class on the unmasked images. The model must already
     be in eval mode on the images' device.
     """
-    p_orig = _probs(model, x01, mean, std)
+    p_orig = _class_probabilities(model, x01, mean, std)
     c = p_orig.argmax(1) if targets is None else targets
     return _drop_and_increase(model, x01, maps, c, p_orig.gather(1, c[:, None])[:, 0], mean, std)
 
@@ -122,7 +108,7 @@ def _drop_and_increase(model, x01, maps, c, y, mean, std) -> tuple[torch.Tensor,
     if maps.shape != (x01.shape[0], *x01.shape[2:]):
         raise ValueError(f"maps must be (B, H, W) = {(x01.shape[0], *x01.shape[2:])}, "
                          f"got {tuple(maps.shape)}; upsample them to the image size first.")
-    o = _probs(model, x01 * maps[:, None].to(x01), mean, std).gather(1, c[:, None])[:, 0]
+    o = _class_probabilities(model, x01 * maps[:, None].to(x01), mean, std).gather(1, c[:, None])[:, 0]
     drop = (y - o).clamp(min=0) / y * 100
     return drop, o > y
 
@@ -167,45 +153,50 @@ def faithfulness(model: nn.Module, images_uint8, labels=None, layer: str | nn.Mo
     ``seed`` drives the random baseline only; everything else is deterministic.
     """
     if mean is None or std is None:
-        mean, std = getattr(model, "normalization", (aug.CIFAR10_MEAN, aug.CIFAR10_STD))
+        mean, std = normalization_of(model)
     (layer, module), = resolve_layers(model, layer).items()  # a bad name fails before any work
     named = [_method(m) for m in methods]
-    x_all = _to_unit(images_uint8 if n is None else images_uint8[:n])
+    x_all = to_unit(images_uint8 if n is None else images_uint8[:n])
     if len(x_all) == 0:
         raise ValueError("No images to score; pass at least one image (and n >= 1).")
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    drops = {name: [] for name, _ in named}
-    ups = {name: [] for name, _ in named}
     try:
-        grid = _feature_grid(model, module, _normalise(x_all[:1].to(device), mean, std))
-        preds = []
-        for i in range(0, len(x_all), batch_size):
-            x01 = x_all[i:i + batch_size].to(device)
-            p_orig = _probs(model, x01, mean, std)  # once per batch, shared by every method
-            c = p_orig.argmax(1)
-            y = p_orig.gather(1, c[:, None])[:, 0]
-            preds.append(c.cpu())
-            for name, fn in named:
-                if fn is None:  # the random baseline
-                    maps = random_maps(len(x01), grid, tuple(x01.shape[-2:]), gen).to(device)
-                else:
-                    maps = fn(model, _normalise(x01, mean, std), layer, c)
-                drop, up = _drop_and_increase(model, x01, maps, c, y, mean, std)
-                drops[name].append(drop.cpu())
-                ups[name].append(up.cpu())
+        preds, drops, ups = _score(model, x_all, layer, module, named, mean, std, seed,
+                                   batch_size)
     finally:
         model.train(was_training)
     accuracy = None
     if labels is not None:
         labels = torch.as_tensor(np.asarray(labels)[:len(x_all)])
-        accuracy = float((torch.cat(preds) == labels).float().mean())
-    rows = [MethodScore(name, float(torch.cat(drops[name]).mean()),
-                        float(torch.cat(ups[name]).float().mean() * 100),
-                        torch.cat(drops[name]).tolist()) for name, _ in named]
+        accuracy = float((preds == labels).float().mean())
+    rows = [MethodScore(name, float(drops[name].mean()), float(ups[name].float().mean() * 100),
+                        drops[name].tolist()) for name, _ in named]
     return FaithfulnessReport(layer, len(x_all), seed, rows, accuracy)
+
+
+def _score(model, x_all, layer, module, named, mean, std, seed, batch_size):
+    """Per image: the predicted class, and each method's drop % and increase (concatenated)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    grid = _feature_grid(model, module, standardize(x_all[:1].to(device), mean, std))
+    preds, drops, ups = [], {name: [] for name, _ in named}, {name: [] for name, _ in named}
+    for i in range(0, len(x_all), batch_size):
+        x01 = x_all[i:i + batch_size].to(device)
+        p_orig = _class_probabilities(model, x01, mean, std)  # shared by every method
+        c = p_orig.argmax(1)
+        y = p_orig.gather(1, c[:, None])[:, 0]
+        preds.append(c.cpu())
+        for name, fn in named:
+            if fn is None:  # the random baseline
+                maps = random_maps(len(x01), grid, tuple(x01.shape[-2:]), gen).to(device)
+            else:
+                maps = fn(model, standardize(x01, mean, std), layer, c)
+            drop, up = _drop_and_increase(model, x01, maps, c, y, mean, std)
+            drops[name].append(drop.cpu())
+            ups[name].append(up.cpu())
+    return (torch.cat(preds), {k: torch.cat(v) for k, v in drops.items()},
+            {k: torch.cat(v) for k, v in ups.items()})
 
 
 def _method(m) -> tuple[str, MapFn | None]:

@@ -7,15 +7,14 @@ grayscale saturates to white, transparent pixels turn black, a portrait photo li
 Here each case is either converted correctly or refused with a message naming the file, so a
 GradCAM figure never explains a picture other than the one the user gave.
 
-The three steps, each usable on its own:
+The steps, each usable on its own:
 
 ``load_image(path)``
     any file PIL can read -> uint8 RGB (H, W, 3), upright.
 ``to_cifar(image)``
     centre square crop (aspect ratio kept, nothing squashed) -> anti-aliased resize -> 32x32.
-``preprocess(images, model=model)``
-    uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) tensor with the statistics *the model
-    was trained with* (``model.normalization``), never ImageNet's.
+then ``s9lib.inputs.preprocess(images, model=model)``, as for any uint8 image: a normalised
+float (B, 3, H, W) tensor with the statistics *the model was trained with*, never ImageNet's.
 
 Decisions, so they are not rediscovered:
 
@@ -43,13 +42,10 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .augment import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = [
     "MAX_PIXELS",
@@ -57,8 +53,6 @@ __all__ = [
     "center_crop_box",
     "center_crop",
     "to_cifar",
-    "normalization_of",
-    "preprocess",
 ]
 
 #: Images with more pixels than this (after any JPEG draft reduction) are refused.
@@ -207,46 +201,3 @@ def to_cifar(image: np.ndarray, size: int = 32) -> np.ndarray:
     if square.size != (size, size):
         square = square.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(square, dtype=np.uint8).copy()
-
-
-# --------------------------------------------------------------------------- to a tensor
-
-
-def normalization_of(model: torch.nn.Module | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) ``model`` was trained with: ``model.normalization`` if it carries one.
-
-    ``s9lib.pretrained()`` and ``s9lib.train.load_model`` set that attribute from what the
-    run recorded (the seed recipe normalises with a different std than the fast one).
-    Without it: the true CIFAR-10 statistics.
-    """
-    norm = getattr(model, "normalization", None) if model is not None else None
-    if norm is None:
-        return tuple(CIFAR10_MEAN), tuple(CIFAR10_STD)
-    mean, std = norm
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def preprocess(images: np.ndarray | Sequence[np.ndarray], mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None, *,
-               model: torch.nn.Module | None = None) -> torch.Tensor:
-    """uint8 (B, H, W, 3) or one (H, W, 3) image -> float32 (B, 3, H, W), normalised.
-
-    The statistics: ``mean``/``std`` when given, else ``model.normalization``, else the
-    CIFAR-10 training statistics. Never ImageNet's: this model was trained on CIFAR-10
-    inputs normalised with CIFAR-10 statistics, and other statistics shift every input.
-    """
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"preprocess expects uint8 RGB images (B, H, W, 3), got {arr.dtype} "
-                         f"{arr.shape}; use to_cifar(load_image(path)) for photos.")
-    m_default, s_default = normalization_of(model)
-    mean = tuple(mean) if mean is not None else m_default
-    std = tuple(std) if std is not None else s_default
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need 3 values (R, G, B), got {mean} and {std}.")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous()

@@ -22,8 +22,6 @@ LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN pairs with an identity (or 1x1 projection) shortcut."""
 
-    expansion = 1
-
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["fast_mode", "FastSettings", "FAST", "seed_everything", "get_device", "cache_dir",
-           "AMP_SETTINGS", "amp_dtype", "cpu_bf16_flags"]
+__all__ = ["fast_mode", "FastSettings", "FAST_SIZES", "seed_everything", "get_device", "cache_dir",
+           "AMP_SETTINGS", "amp_dtype", "autocast", "cpu_bf16_flags"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -35,7 +35,8 @@ class FastSettings:
     epochs: int = 1
 
 
-FAST = FastSettings()
+#: The sizes FAST mode uses (read them when ``fast_mode()`` is true).
+FAST_SIZES = FastSettings()
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -45,11 +46,11 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
-def get_device(prefer: str | None = None) -> torch.device:
+def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """The device to train and explain on: CUDA, else Apple MPS, else CPU.
 
-    ``prefer`` (or the ``S9LIB_DEVICE`` environment variable) overrides the choice, e.g.
-    ``"cpu"`` to keep a notebook off a busy GPU.
+    ``prefer`` (a name or a ``torch.device``; or the ``S9LIB_DEVICE`` environment variable)
+    overrides the choice, e.g. ``"cpu"`` to keep a notebook off a busy GPU.
     """
     choice = prefer or os.environ.get("S9LIB_DEVICE")
     if choice:
@@ -112,6 +113,15 @@ def amp_dtype(device: torch.device | str, setting: str | None = None) -> torch.d
     if kind == "cpu" and cpu_bf16_flags():
         return torch.bfloat16
     return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; plain float32 when ``dtype`` is None.
+
+    Pick ``dtype`` with :func:`amp_dtype` (bf16 on recent GPUs and on CPUs with bf16
+    instructions).
+    """
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def cache_dir() -> Path:

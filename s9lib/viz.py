@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from .analysis import probabilities
 from .data import CLASSES
 
 __all__ = [
@@ -131,12 +132,6 @@ def _show(ax, image, title: str | None = None, color: str = "black",
         ax.set_title(title, fontsize=TITLE, color=color)
 
 
-def _probs(result) -> np.ndarray:
-    logits = _numpy(result.logits).astype(np.float64)
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    return p / p.sum(1, keepdims=True)
-
-
 def _class_name(classes: Sequence[str], i: int) -> str:
     return classes[i] if 0 <= i < len(classes) else str(i)
 
@@ -174,7 +169,7 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
     """
     layers = _layers_of(result, layers)
     n = min(len(images), max_images)
-    probs = _probs(result)
+    probs = probabilities(result.logits)
     targets = _numpy(result.targets).astype(int)
     per_layer = 2 if heatmaps else 1
     ncols = 1 + per_layer * len(layers)
@@ -217,40 +212,18 @@ def gradcam_report(photo, image32, result, index: int = 0,
     the top-``top_k`` probabilities, then per layer the heatmap (top) and overlay (bottom).
     """
     layers = _layers_of(result, layers)
-    probs = _probs(result)[index]
+    probs = probabilities(result.logits)[index]
     pred = int(probs.argmax())
     target = int(_numpy(result.targets)[index])
-    ncols = 2 + len(layers)
     photo_f = _as_float_rgb(photo)
     # the photo spans both rows: give a landscape photo the width to use that height
     photo_ratio = float(np.clip(1.9 * photo_f.shape[1] / photo_f.shape[0], 1.3, 2.6))
     fig = Figure(figsize=(MAX_WIDTH, 5.4), layout="constrained")
-    grid = fig.add_gridspec(2, ncols, width_ratios=[photo_ratio, 1.1] + [1] * len(layers))
-
-    ax_photo = fig.add_subplot(grid[:, 0])
-    _show(ax_photo, photo_f, "photo", interpolation="antialiased")
-    if crop_box is not None:
-        top, left, side = crop_box
-        ax_photo.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False,
-                                     edgecolor="yellow", linewidth=2.5, linestyle="--"))
-        ax_photo.set_xlabel("dashed: the centre crop the model sees", fontsize=LABEL - 1)
-
+    grid = fig.add_gridspec(2, 2 + len(layers), width_ratios=[photo_ratio, 1.1] + [1] * len(layers))
+    _photo_panel(fig.add_subplot(grid[:, 0]), photo_f, crop_box)
     img = _as_float_rgb(image32)
     _show(fig.add_subplot(grid[0, 1]), img, f"model input {img.shape[1]}x{img.shape[0]}")
-
-    ax_bar = fig.add_subplot(grid[1, 1])
-    top = np.argsort(-probs)[:top_k][::-1]
-    ax_bar.barh(range(len(top)), probs[top] * 100,
-                color=["tab:red" if c == pred else "tab:gray" for c in top])
-    ax_bar.set_yticks(range(len(top)), [_class_name(classes, c) for c in top], fontsize=LABEL)
-    ax_bar.set_xlim(0, 100)
-    ax_bar.set_xlabel("probability (%)", fontsize=LABEL - 1)
-    ax_bar.tick_params(axis="x", labelsize=LABEL - 2)
-    ax_bar.set_title(f"top-{len(top)}", fontsize=TITLE)
-    for y, c in enumerate(top):
-        ax_bar.text(min(probs[c] * 100 + 2, 70), y, f"{probs[c]:.1%}", va="center",
-                    fontsize=LABEL - 2)
-
+    _top_k_bars(fig.add_subplot(grid[1, 1]), probs, pred, classes, top_k)
     for j, layer in enumerate(layers):
         cam = _numpy(result.maps[layer][index])
         # an all-zero map is a finding (no positive evidence here), not a blank plot
@@ -258,12 +231,36 @@ def gradcam_report(photo, image32, result, index: int = 0,
         _show(fig.add_subplot(grid[0, 2 + j]), heatmap(_as_map(cam, img.shape[:2])),
               f"{layer} heatmap{empty}")
         _show(fig.add_subplot(grid[1, 2 + j]), overlay(img, cam, alpha), f"{layer} overlay")
-
     what = f"explains '{_class_name(classes, target)}'" if target != pred else "explains it"
     head = f"{name}: " if name else ""
     fig.suptitle(f"{head}predicted {_class_name(classes, pred)} ({probs[pred]:.1%}); "
                  f"{_method_label(result)} {what}", fontsize=SUPTITLE)
     return fig
+
+
+def _photo_panel(ax, photo: np.ndarray, crop_box: tuple[int, int, int] | None) -> None:
+    """The full photo, with the centre crop the model sees outlined."""
+    _show(ax, photo, "photo", interpolation="antialiased")
+    if crop_box is not None:
+        top, left, side = crop_box
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False,
+                               edgecolor="yellow", linewidth=2.5, linestyle="--"))
+        ax.set_xlabel("dashed: the centre crop the model sees", fontsize=LABEL - 1)
+
+
+def _top_k_bars(ax, probs: np.ndarray, pred: int, classes: Sequence[str], top_k: int) -> None:
+    """Horizontal bars of the ``top_k`` class probabilities, the prediction in red."""
+    top = np.argsort(-probs)[:top_k][::-1]
+    ax.barh(range(len(top)), probs[top] * 100,
+            color=["tab:red" if c == pred else "tab:gray" for c in top])
+    ax.set_yticks(range(len(top)), [_class_name(classes, c) for c in top], fontsize=LABEL)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("probability (%)", fontsize=LABEL - 1)
+    ax.tick_params(axis="x", labelsize=LABEL - 2)
+    ax.set_title(f"top-{len(top)}", fontsize=TITLE)
+    for y, c in enumerate(top):
+        ax.text(min(probs[c] * 100 + 2, 70), y, f"{probs[c]:.1%}", va="center",
+                fontsize=LABEL - 2)
 
 
 def misclassified_gallery(images, true: Sequence[int], pred: Sequence[int],
@@ -272,7 +269,7 @@ def misclassified_gallery(images, true: Sequence[int], pred: Sequence[int],
                           alpha: float = 0.5) -> Figure:
     """The mistakes: each tile titled with the true class and the (wrong) prediction.
 
-    Pass the images of ``s9lib.train.misclassified(...)`` (most confident first). With
+    Pass the images of ``s9lib.analysis.misclassified(...)`` (most confident first). With
     ``cams`` ((N, H, W) maps, e.g. ``result.maps['layer3']`` for the predicted class), each
     mistake gets a second tile: the overlay showing what the wrong prediction looked at.
     """
@@ -323,7 +320,7 @@ def _histories(histories, labels) -> list[tuple[str, object]]:
 def training_curves(histories, labels: Sequence[str] | None = None) -> Figure:
     """Loss and accuracy per epoch, train (dashed) and test (solid), one colour per run.
 
-    ``histories``: an ``s9lib.train.History``, a list of them, or ``{label: History}`` (the
+    ``histories``: an ``s9lib.history.History``, a list of them, or ``{label: History}`` (the
     seed-vs-fast comparison). Labels default to each run's recipe name.
     """
     runs = _histories(histories, labels)
@@ -389,7 +386,7 @@ def per_class_bars(acc, classes: Sequence[str] = CLASSES, *,
                    title: str = "Test accuracy per class") -> Figure:
     """Accuracy per class as bars (values printed on them); ``acc`` in [0, 1].
 
-    ``acc``: a (C,) array (``s9lib.train.per_class_accuracy``), or ``{label: array}`` for
+    ``acc``: a (C,) array (``s9lib.analysis.per_class_accuracy``), or ``{label: array}`` for
     grouped bars comparing runs. The dotted line is each run's mean over classes.
     """
     series = ({str(k): np.asarray(v, float) for k, v in acc.items()} if isinstance(acc, Mapping)

@@ -7,8 +7,9 @@ to the stack's ``selected_index`` with :func:`ipywidgets.jslink`, a link that li
 browser. The notebook stores the widget state (models, PNG bytes and the ``LinkModel``), and
 the HTML manager in the built book rebuilds the same widgets with no kernel.
 
-    from s9lib.widgets import layer_explorer
-    layer_explorer([[fig_l1, fig_l2, fig_l3, fig_l4]], labels=["layer1", "layer2", "layer3", "layer4"])
+    from s9lib.widgets import frame_slider, layer_explorer
+    frame_slider([fig_a, fig_b, fig_c], ["-0.5", "0", "+0.5"], description="brightness")
+    layer_explorer([[l1, l2, l3, l4], [l1b, l2b, l3b, l4b]], set_names=["test", "photos"])
 
 ``frames`` may hold matplotlib Figures (rendered with :func:`figure_to_png` and closed) or
 PNG bytes.
@@ -56,43 +57,24 @@ def _image_stack(frames: Sequence[Frame], dpi: int, width: str | None) -> widget
     return widgets.Stack(images, selected_index=0)
 
 
-def layer_explorer(frames: Sequence[Sequence[Frame]], labels: Sequence[str] | None = None, *,
-                   set_names: Sequence[str] | None = None, description: str = "layer",
-                   set_description: str = "images", dpi: int = 100,
-                   width: str | None = None, value: int = 0) -> widgets.VBox:
-    """A slider over frame labels (e.g. layer1..layer4) and, optionally, a selector of image sets.
+def frame_slider(frames: Sequence[Frame] | Sequence[Sequence[Frame]], labels: Sequence[str], *,
+                 set_names: Sequence[str] | None = None, description: str = "",
+                 set_description: str = "images", dpi: int = 100, width: str | None = None,
+                 value: int = 0) -> widgets.VBox:
+    """A slider over frames, one per label, and optionally a selector of image sets.
 
-    ``frames[s][i]``: the frame for image set ``s`` at slider position ``i`` (a Figure or PNG
-    bytes); every set must have ``len(labels)`` frames. ``labels`` default to ``layer1`` ..
-    ``layerN``. ``set_names`` (one per set) label the selector, shown only when there is more
-    than one set. ``width`` sets the CSS width of each image (e.g. ``"600px"``).
+    ``frames``: one list of frames (Figures or PNG bytes), one per label; or one such list per
+    image set, with ``set_names`` naming the sets (the selector shows when there are several).
+    ``width`` sets the CSS width of each image (e.g. ``"600px"``).
 
     Returns a ``VBox``: [selector,] slider, view. The slider's ``index`` is linked in the
     browser to ``selected_index`` of each set's ``Stack`` and the selector's ``index`` to the
     outer ``Stack``, so it works in static HTML. ``box.slider``, ``box.selector``,
     ``box.stacks``, ``box.view`` and ``box.links`` give access to the parts (tests use them).
     """
-    sets = [list(s) for s in frames]
-    if not sets or not sets[0]:
-        raise ValueError("frames must hold at least one image set with at least one frame")
-    n = len(sets[0])
-    if labels is None:
-        labels = [f"layer{i + 1}" for i in range(n)]
-    labels = [str(x) for x in labels]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"labels must be distinct (the slider shows them): {labels}")
-    for s, frame_list in enumerate(sets):
-        if len(frame_list) != len(labels):
-            raise ValueError(f"image set {s} has {len(frame_list)} frames but there are "
-                             f"{len(labels)} labels {labels}; give one frame per label")
-    if set_names is None:
-        set_names = [f"set {s + 1}" for s in range(len(sets))]
-    set_names = [str(x) for x in set_names]
-    if len(set_names) != len(sets):
-        raise ValueError(f"{len(sets)} image sets but {len(set_names)} set_names")
-    if not 0 <= value < n:
-        raise ValueError(f"value must be in [0, {n - 1}], got {value}")
-
+    nested = len(frames) > 0 and isinstance(frames[0], (list, tuple))
+    sets = [list(s) for s in frames] if nested else [list(frames)]
+    labels, set_names = _check_frames(sets, labels, set_names, value)
     slider = widgets.SelectionSlider(
         options=labels, index=value, description=description, continuous_update=True,
         readout=True, style={"description_width": "initial"},
@@ -102,7 +84,6 @@ def layer_explorer(frames: Sequence[Sequence[Frame]], labels: Sequence[str] | No
     for stack in stacks:
         stack.selected_index = value
         links.append(widgets.jslink((slider, "index"), (stack, "selected_index")))
-
     selector = None
     if len(stacks) == 1:
         view = stacks[0]
@@ -115,15 +96,42 @@ def layer_explorer(frames: Sequence[Sequence[Frame]], labels: Sequence[str] | No
                                                 "button_width": "auto"})
         links.append(widgets.jslink((selector, "index"), (view, "selected_index")))
         children = [selector, slider, view]
-
     box = widgets.VBox(children)
     box.slider, box.selector, box.stacks, box.view, box.links = slider, selector, stacks, view, links
     return box
 
 
-def frame_slider(frames: Sequence[Frame], labels: Sequence[str], *, description: str = "",
-                 dpi: int = 100, width: str | None = None, value: int = 0) -> widgets.VBox:
-    """One slider over one list of frames (e.g. a transform's strength): ``layer_explorer``
-    with a single image set."""
-    return layer_explorer([frames], labels, description=description, dpi=dpi, width=width,
-                          value=value)
+def _check_frames(sets: list[list], labels: Sequence[str], set_names: Sequence[str] | None,
+                  value: int) -> tuple[list[str], list[str]]:
+    """Labels and set names as strings, after checking they fit the frames."""
+    if not sets or not sets[0]:
+        raise ValueError("frames must hold at least one image set with at least one frame")
+    labels = [str(x) for x in labels]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct (the slider shows them): {labels}")
+    for s, frame_list in enumerate(sets):
+        if len(frame_list) != len(labels):
+            raise ValueError(f"image set {s} has {len(frame_list)} frames but there are "
+                             f"{len(labels)} labels {labels}; give one frame per label")
+    if set_names is None:
+        set_names = [f"set {s + 1}" for s in range(len(sets))]
+    set_names = [str(x) for x in set_names]
+    if len(set_names) != len(sets):
+        raise ValueError(f"{len(sets)} image sets but {len(set_names)} set_names")
+    if not 0 <= value < len(labels):
+        raise ValueError(f"value must be in [0, {len(labels) - 1}], got {value}")
+    return labels, set_names
+
+
+def layer_explorer(frames: Sequence[Sequence[Frame]], labels: Sequence[str] | None = None, *,
+                   set_names: Sequence[str] | None = None, **options) -> widgets.VBox:
+    """The explorer of chapter 6: ``frames[s][i]`` shows image set ``s`` at layer ``i``.
+
+    A :func:`frame_slider` whose slider is labelled "layer" and whose labels default to
+    ``layer1`` .. ``layerN``; ``options`` as there (``dpi``, ``width``, ``value``, ...).
+    """
+    sets = [list(s) for s in frames]
+    if labels is None:
+        labels = [f"layer{i + 1}" for i in range(len(sets[0]) if sets else 0)]
+    return frame_slider(sets, labels, set_names=set_names,
+                        description=options.pop("description", "layer"), **options)

@@ -23,3 +23,12 @@ def cifar(train_per_class: int = 10, test_per_class: int = 5):
     from s9lib.data import load_cifar10
 
     return load_cifar10(archive_path(), fast=False).fast(train_per_class, test_per_class)
+
+
+def step_recipe():
+    """The fast recipe for one exact step: a global batch of the 80 images of ``cifar(8, 2)``,
+    BatchNorm statistics over the global batch, float32 (bf16 rounding would hide small
+    differences)."""
+    from s9lib.recipes import get_recipe
+
+    return get_recipe("fast", batch_size=80, sync_bn=True, amp="off", tta_flip=False)

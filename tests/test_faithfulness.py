@@ -12,10 +12,11 @@ from helpers import archive_path
 
 from s9lib import augment as aug
 from s9lib.__main__ import main
-from s9lib.faithfulness import (_to_unit, drop_and_increase, faithfulness, format_report,
+from s9lib.faithfulness import (drop_and_increase, faithfulness, format_report,
                                 random_maps)
+from s9lib.inputs import to_unit
 from s9lib.models import ResNet18
-from s9lib.train import save_checkpoint
+from s9lib.checkpoints import save_checkpoint
 
 N = 8
 MEAN, STD = aug.CIFAR10_MEAN, aug.CIFAR10_STD
@@ -33,7 +34,7 @@ def report(model, data):
 
 
 def test_all_ones_map_gives_no_drop_and_no_increase(model, data):
-    x01 = _to_unit(data.test.images[:N])
+    x01 = to_unit(data.test.images[:N])
     drop, up = drop_and_increase(model, x01, torch.ones(N, 32, 32), MEAN, STD)
     assert torch.equal(drop, torch.zeros(N)) and not up.any()
     ones = ("ones", lambda m, x, layer, c: torch.ones(len(x), *x.shape[-2:]))
@@ -43,7 +44,7 @@ def test_all_ones_map_gives_no_drop_and_no_increase(model, data):
 
 def test_masking_is_in_pixel_space(model, data):
     """A zero map makes the image black (pixel 0), not the mean colour (normalised 0)."""
-    x01 = _to_unit(data.test.images[:4])
+    x01 = to_unit(data.test.images[:4])
     drop, _ = drop_and_increase(model, x01, torch.zeros(4, 32, 32), MEAN, STD)
     with torch.no_grad():
         p = torch.softmax(model(aug_normalise(x01)), 1)

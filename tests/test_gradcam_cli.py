@@ -12,7 +12,8 @@ from s9lib import seed_everything
 from s9lib.__main__ import main
 from s9lib.models import ResNet18
 from s9lib.checkpoints import export_weights
-from s9lib.train import get_recipe, save_checkpoint
+from s9lib.checkpoints import save_checkpoint
+from s9lib.recipes import get_recipe
 
 from helpers import REPO
 
@@ -97,7 +98,7 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
 def test_unreadable_and_missing_checkpoint(tmp_path, capsys):
     (tmp_path / "junk.pt").write_text("junk")
     rc, _, err = _run(capsys, CAT, "--checkpoint", tmp_path / "junk.pt")
-    assert rc == 2 and "junk.pt is not a file torch can read" in err
+    assert rc == 2 and "junk.pt is not a readable s9lib checkpoint" in err
     rc, _, err = _run(capsys, CAT, "--checkpoint", tmp_path / "none.pt")
     assert rc == 2 and "No checkpoint at" in err
 

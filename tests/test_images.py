@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from s9lib import augment
-from s9lib.images import (MAX_PIXELS, center_crop_box, load_image, normalization_of, preprocess,
-                          to_cifar)
+from s9lib.images import MAX_PIXELS, center_crop_box, load_image, to_cifar
+from s9lib.inputs import normalization_of, preprocess
 from s9lib.models import ResNet18
-from s9lib.train import get_recipe, load_model, save_checkpoint
+from s9lib.checkpoints import load_model, save_checkpoint
+from s9lib.recipes import get_recipe
 
 from helpers import REPO
 

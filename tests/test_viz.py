@@ -11,7 +11,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from s9lib import viz
 from s9lib.cam import CamResult
-from s9lib.train import EpochRecord, History
+from s9lib.history import EpochRecord, History
 
 LAYERS = ["layer3", "layer4"]
 

@@ -1,0 +1,89 @@
+"""uint8 pixels -> the tensor the model reads: the one place normalisation is written.
+
+Why one place: a model only works on inputs normalised exactly as in training (the seed
+recipe divides by a different std than the fast one), and every path into the model (training
+batches, evaluation, CAMs, faithfulness masks, photos from disk) must agree on it. Each of
+them calls :func:`standardize` (or :func:`preprocess`, which starts from uint8 images), and a
+model carries its statistics as ``model.normalization``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "SEED_MEAN", "SEED_STD", "normalization_of",
+           "to_unit", "standardize", "preprocess"]
+
+#: Per-channel mean/std of the 50,000 original CIFAR-10 training images, pixels scaled to
+#: [0, 1]. On the JPEG archive in ``../shared/data`` the same computation gives mean
+#: (0.4913, 0.4821, 0.4465) and std (0.2452, 0.2428, 0.2606): JPEG smooths a little.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+#: What the seed used. The mean is right; the std (0.2023, 0.1994, 0.2010) is the mean of
+#: the per-image std, a different statistic, widely copied from an old example.
+SEED_MEAN = (0.4914, 0.4822, 0.4465)
+SEED_STD = (0.2023, 0.1994, 0.2010)
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def normalization_of(model: torch.nn.Module | None) -> Stats:
+    """The (mean, std) ``model`` was trained with: ``model.normalization`` if it carries one.
+
+    ``s9lib.pretrained()``, ``s9lib.checkpoints.load_model`` and ``fit`` set that attribute
+    from what the run recorded. Without it: the true CIFAR-10 statistics.
+    """
+    norm = getattr(model, "normalization", None) if model is not None else None
+    if norm is None:
+        return tuple(CIFAR10_MEAN), tuple(CIFAR10_STD)
+    mean, std = norm
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def to_unit(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) images (or one (H, W, 3) image), array or tensor -> float32
+    (B, 3, H, W) pixels in [0, 1], on the tensor's device (the CPU for arrays)."""
+    x = images if torch.is_tensor(images) else torch.from_numpy(
+        np.ascontiguousarray(np.asarray(images)))
+    if x.ndim == 3:
+        x = x[None]
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 RGB images (B, H, W, 3), got "
+                         f"{str(x.dtype).removeprefix('torch.')} {tuple(x.shape)}; pass pixels "
+                         "(e.g. data.test.images, or s9lib.images.to_cifar(load_image(path)) "
+                         "for photos), not normalised tensors.")
+    return x.permute(0, 3, 1, 2).float() / 255.0
+
+
+def standardize(x01: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Float (B, 3, H, W) pixels in [0, 1] -> ``(x - mean) / std`` per channel."""
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need 3 values (R, G, B), got {mean} and {std}.")
+    m = torch.tensor(mean, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
+    return (x01 - m) / s
+
+
+def preprocess(images: np.ndarray | torch.Tensor | Sequence[np.ndarray],
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, *,
+               model: torch.nn.Module | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 (B, H, W, 3) images (or one (H, W, 3) image) -> float32 (B, 3, H, W), normalised,
+    channels_last, on ``device`` (default: where the images are, the CPU for arrays).
+
+    The statistics: ``mean``/``std`` when given, else ``model.normalization``, else the
+    CIFAR-10 training statistics. Never ImageNet's: this model was trained on CIFAR-10
+    inputs normalised with CIFAR-10 statistics, and other statistics shift every input.
+    """
+    m_default, s_default = normalization_of(model)
+    mean = tuple(mean) if mean is not None else m_default
+    std = tuple(std) if std is not None else s_default
+    x = images if torch.is_tensor(images) else torch.from_numpy(
+        np.ascontiguousarray(np.asarray(images)))
+    if device is not None:
+        x = x.to(device)  # still uint8: a quarter of the bytes float32 would copy
+    return standardize(to_unit(x), mean, std).contiguous(memory_format=torch.channels_last)
