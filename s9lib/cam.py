@@ -111,7 +111,8 @@ class CamResult:
     ``maps[layer]``: (B, H, W) float32 in [0, 1] at the input size, min-max scaled per image
     (an all-zero map stays all zeros). ``raw[layer]``: (B, h, w) ``ReLU(sum_k w_k A_k)`` at
     the layer's resolution, unnormalised. ``weights[layer]``: (B, K) channel weights, or
-    (B, K, h, w) per-cell weights for the methods that weight cells (LayerCAM, HiResCAM).
+    (B, K, h, w) per-cell weights for the methods that weight cells (LayerCAM, HiResCAM;
+    ``raw`` is then ``ReLU(sum_k (w * A)_k)``; for EigenCAM it is of the centred ``A``).
     ``targets``: (B,) the class explained per image. ``logits``/``probs``: (B, num_classes).
     """
 
@@ -319,7 +320,7 @@ class BaseCAM:
         self._saved: dict[str, list[tuple[torch.Tensor, int]]] = {}
         self._restore: tuple[bool, list[tuple[nn.Parameter, bool]]] | None = None
 
-    # -- the one thing subclasses change
+    # -- what subclasses change: channel_weights, or combine for other maps
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """(B, K, h, w) activations and their gradients -> (B, K) channel weights."""
         raise NotImplementedError(f"{type(self).__name__} must implement "
