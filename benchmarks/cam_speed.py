@@ -6,7 +6,11 @@ weight gradients); pytorch-grad-cam needs a call per layer if you want each laye
 (its multi-layer mode averages the layers into one map), each with a full backward. Goal: s9lib
 at most 0.5x grad-cam's time.
 
-    python benchmarks/cam_speed.py [--batch 32] [--repeats 5] [--threads N]
+    python benchmarks/cam_speed.py [--batch 32] [--repeats 5] [--threads N] [--methods a,b]
+
+Every method in ``s9lib.cam.METHODS`` against its pytorch-grad-cam class (EigenCAM against
+plain ``pgc.EigenCAM``, whose only difference is that it skips our sign rule). EigenCAM needs
+no backward pass in either library.
 
 Same model (the shipped weights if present, else a seeded random ResNet18), same images (real
 CIFAR-10 test images from $S9LIB_DATA when available, else seeded noise), same targets (the
@@ -27,7 +31,8 @@ from s9lib.cam import METHODS
 from s9lib.models import ResNet18
 
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
-REFERENCE = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus}
+REFERENCE = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
+             "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "eigencam": pgc.EigenCAM}
 
 
 def load_model() -> tuple[torch.nn.Module, str]:
@@ -79,7 +84,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
+    parser.add_argument("--methods", default=",".join(REFERENCE),
+                        help=f"comma-separated, from {', '.join(REFERENCE)} [default: all]")
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in REFERENCE]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(REFERENCE)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     model, model_desc = load_model()
@@ -88,7 +99,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of "
           f"{args.repeats} repeats (after 1 warm-up), process CPU seconds / wall seconds")
     print(f"{'method':<10} {'s9lib 1 call':>20} {'grad-cam 4 calls':>20} {'ratio (CPU)':>12}")
-    for method in ("gradcam", "gradcam++"):
+    for method in methods:
         ours, theirs = s9lib_call(model, x, method), gradcam_calls(model, x, method)
         ours(), theirs()  # warm-up
         t_ours, t_theirs = [], []

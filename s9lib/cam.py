@@ -1,8 +1,9 @@
-"""GradCAM and GradCAM++: one base class, the two methods differ only in their channel weights.
+"""GradCAM, GradCAM++ and four relatives: one base class, methods differ in how they weight.
 
 A class activation map for class ``c`` at layer ``l`` is ``ReLU(sum_k w_k A_k)``: the layer's
 ``K`` feature maps ``A_k`` (``h x w`` each), weighted by how much class ``c``'s score ``y_c``
-(the logit, not the softmax probability) depends on them. The methods differ only in ``w_k``:
+(the logit, not the softmax probability) depends on them. GradCAM and GradCAM++ differ only in
+``w_k``:
 
 * GradCAM (Selvaraju et al. 2017): ``w_k = mean_ij dy_c/dA_k[i,j]``.
 * GradCAM++ (Chattopadhay et al. 2018, Eq. 19), with ``g = dy_c/dA_k``::
@@ -13,6 +14,14 @@ A class activation map for class ``c`` at layer ``l`` is ``ReLU(sum_k w_k A_k)``
   The paper derives Eq. 19 for ``Y_c = exp(y_c)``; the exponential cancels out of alpha, so we
   use the gradient of the score itself and there is no ``exp`` anywhere: logits of 1e5 cannot
   overflow (``exp(89)`` already overflows float32).
+
+The relatives, each a small subclass (formulas in their docstrings): XGradCAM (Fu et al. 2020,
+another channel weighting), LayerCAM (Jiang et al. 2021) and HiResCAM (Draelos & Carin 2020),
+which weight every cell rather than every channel and so override :meth:`BaseCAM.combine`, and
+EigenCAM (Muhammad & Yeasin 2020), which uses no gradient at all (``uses_gradients = False``:
+one forward pass, no backward). On this ResNet18, ``layer4`` is followed only by a global
+average pool and the linear layer, so ``dy_c/dA_k[i,j] = W[c,k] / (h w)`` is the same at every
+cell: there GradCAM, XGradCAM and HiResCAM give the *same* map (they differ at inner layers).
 
 Design rules (chapter 4 compares them with the seed notebook and other libraries):
 
@@ -60,6 +69,10 @@ __all__ = [
     "BaseCAM",
     "GradCAM",
     "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "HiResCAM",
+    "EigenCAM",
     "METHODS",
     "explain",
     "resolve_layers",
@@ -68,10 +81,14 @@ __all__ = [
     "gradcampp_weights",
     "gradcampp_seed_bug_weights",
     "map_correlation",
+    "xgradcam_weights",
+    "eigencam_projection",
 ]
 
 #: pytorch-grad-cam's epsilon in the GradCAM++ denominator (kept so raw maps agree with it).
 GRADCAMPP_EPS = 1e-6
+#: pytorch-grad-cam's epsilon in the XGradCAM denominator (likewise).
+XGRADCAM_EPS = 1e-7
 
 
 # --------------------------------------------------------------------------- result
@@ -83,7 +100,9 @@ class CamResult:
 
     ``maps[layer]``: (B, H, W) float32 in [0, 1] at the input size, min-max scaled per image
     (an all-zero map stays all zeros). ``raw[layer]``: (B, h, w) ``ReLU(sum_k w_k A_k)`` at
-    the layer's resolution, unnormalised. ``weights[layer]``: (B, K) channel weights.
+    the layer's resolution, unnormalised. ``weights[layer]``: (B, K) channel weights, or
+    (B, K, h, w) per-cell weights for the methods that weight cells (LayerCAM, HiResCAM;
+    ``raw`` is then ``ReLU(sum_k (w * A)_k)``; for EigenCAM it is of the centred ``A``).
     ``targets``: (B,) the class explained per image. ``logits``/``probs``: (B, num_classes).
     """
 
@@ -146,6 +165,47 @@ def gradcampp_seed_bug_weights(activations: torch.Tensor, grads: torch.Tensor,
     alpha = g2 / (2 * g2 + wrong_sum + eps)
     alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
     return (alpha * grads.clamp(min=0)).sum(dim=(2, 3))
+
+
+def xgradcam_weights(activations: torch.Tensor, grads: torch.Tensor,
+                     eps: float = XGRADCAM_EPS) -> torch.Tensor:
+    """XGradCAM: ``w_k = sum_ij (A_k[i,j] / sum_ab A_k[a,b]) * g_ij``, (B, K, h, w) -> (B, K).
+
+    The gradient averaged with the activation as weight instead of uniformly. ``eps`` is
+    pytorch-grad-cam's (it keeps an all-zero channel at weight 0 instead of 0/0).
+    """
+    total = activations.sum(dim=(2, 3), keepdim=True)
+    return (grads * activations / (total + eps)).sum(dim=(2, 3))
+
+
+def eigencam_projection(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """EigenCAM: each image's centred activations projected on their first principal axis.
+
+    With ``X`` the (h*w, K) matrix of one image's activations, each channel centred over the
+    cells, and ``v`` the first right singular vector of ``X``: the map is ``X v`` (h, w), the
+    weights ``v`` (K,). Returns ``(maps (B, h, w), weights (B, K))``, before any ReLU.
+
+    An SVD's sign is arbitrary (``-v`` is as good as ``v``), and a ReLU after the wrong sign
+    keeps the complement of the object. The sign is fixed as Seg-Eigen-CAM's Eq. 13 does
+    (pytorch-grad-cam's ``get_2d_projection_with_sign_correction``): flip when ``|min| >
+    |max|``, so the larger excursion is positive.
+
+    ``v`` comes from the smaller of the two Gram matrices (K x K, or h*w x h*w then mapped back
+    by ``X^T u``), in float64: a symmetric eigenproblem of at most 128 x 128 on this ResNet18,
+    where a batched SVD of the (1024, 64) ``layer1`` matrices took seconds on a busy CPU.
+    """
+    b, k, h, w = activations.shape
+    x = torch.nan_to_num(activations.double(), nan=0.0).flatten(2).transpose(1, 2)
+    x = x - x.mean(dim=1, keepdim=True)  # (B, h*w, K), each channel centred over the cells
+    if x.shape[1] >= k:
+        v = torch.linalg.eigh(x.transpose(1, 2) @ x).eigenvectors[..., -1]  # (B, K)
+    else:
+        u = torch.linalg.eigh(x @ x.transpose(1, 2)).eigenvectors[..., -1:]  # (B, h*w, 1)
+        v = (x.transpose(1, 2) @ u)[..., 0]
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    proj = torch.einsum("bnk,bk->bn", x, v)
+    sign = torch.where(proj.amin(1).abs() > proj.amax(1).abs(), -1.0, 1.0).to(proj)[:, None]
+    return (proj * sign).reshape(b, h, w).float(), (v * sign).float()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -244,14 +304,18 @@ def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class BaseCAM:
     """Owns everything but the channel weights: hooks, targets, the backward pass, scaling.
 
-    Subclasses implement :meth:`channel_weights`. Use as a context manager (hooks live inside
-    the ``with`` block) or call it directly for one call (hooks are added and removed around
-    that call). Inside the block the model is in eval mode (BatchNorm uses running stats, so
-    each image's gradient is independent of the others in the batch) and its parameters do
-    not require grad (nothing touches ``.grad``); both are restored on exit.
+    Subclasses implement :meth:`channel_weights`; a method that is not a channel weighting
+    overrides :meth:`combine` instead, and a method that needs no gradient sets
+    ``uses_gradients = False`` (then there is no backward pass). Use as a context manager
+    (hooks live inside the ``with`` block) or call it directly for one call (hooks are added
+    and removed around that call). Inside the block the model is in eval mode (BatchNorm uses
+    running stats, so each image's gradient is independent of the others in the batch) and its
+    parameters do not require grad (nothing touches ``.grad``); both are restored on exit.
     """
 
     name = "base"
+    #: False for gradient-free methods: the call then runs one forward pass and no backward.
+    uses_gradients = True
 
     def __init__(self, model: nn.Module,
                  layers: str | nn.Module | Sequence[str | nn.Module] = ("layer4",)) -> None:
@@ -261,10 +325,22 @@ class BaseCAM:
         self._saved: dict[str, list[tuple[torch.Tensor, int]]] = {}
         self._restore: tuple[bool, list[tuple[nn.Parameter, bool]]] | None = None
 
-    # -- the one thing subclasses change
+    # -- what subclasses change: channel_weights, or combine for other maps
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """(B, K, h, w) activations and their gradients -> (B, K) channel weights."""
-        raise NotImplementedError("subclasses implement channel_weights(activations, grads)")
+        raise NotImplementedError(f"{type(self).__name__} must implement "
+                                  "channel_weights(activations, grads) or override combine().")
+
+    def combine(self, activations: torch.Tensor, grads: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, h, w) activations and gradients -> ((B, h, w) map before the ReLU, weights).
+
+        The default is a channel weighting, ``sum_k w_k A_k`` with ``w`` from
+        :meth:`channel_weights`; the base class applies the ReLU for every method.
+        ``grads`` is None when ``uses_gradients`` is False.
+        """
+        w = self.channel_weights(activations, grads)
+        return torch.einsum("bk,bkhw->bhw", w, activations), w
 
     # -- hooks and model state
     def __enter__(self) -> "BaseCAM":
@@ -330,20 +406,27 @@ class BaseCAM:
                                                                               torch.float32)
         # A fresh leaf that requires grad: the graph exists even though the parameters are
         # frozen here, and the caller's tensor is never modified.
-        x = images.detach().to(device=device, dtype=dtype).requires_grad_(True)
+        x = images.detach().to(device=device, dtype=dtype).requires_grad_(self.uses_gradients)
         self._saved.clear()
         try:
-            with torch.enable_grad():  # notebooks often call this inside torch.no_grad()
+            # enable_grad: notebooks often call this inside torch.no_grad()
+            with torch.set_grad_enabled(self.uses_gradients):
                 logits = self.model(x)
                 acts = self._activations()
                 tgt = _resolve_targets(targets, logits)
-                score = logits.gather(1, tgt[:, None]).sum()  # images are independent (eval BN)
-                grads = torch.autograd.grad(score, list(acts.values()), allow_unused=True)
-            grads = [torch.zeros_like(a) if g is None else g  # a layer the score ignores
-                     for a, g in zip(acts.values(), grads)]
-            return self._result(x.shape[-2:], acts, dict(zip(acts, grads)), tgt, logits)
+                grads = self._gradients(logits, tgt, acts)
+            return self._result(x.shape[-2:], acts, grads, tgt, logits)
         finally:
             self._saved.clear()  # drop the activations and their graph right away
+
+    def _gradients(self, logits, tgt, acts) -> dict[str, torch.Tensor | None]:
+        """dy_c/dA for every layer from ONE backward pass (None each for gradient-free methods)."""
+        if not self.uses_gradients:
+            return {name: None for name in acts}
+        score = logits.gather(1, tgt[:, None]).sum()  # images are independent (eval BN)
+        grads = torch.autograd.grad(score, list(acts.values()), allow_unused=True)
+        return {name: torch.zeros_like(a) if g is None else g  # a layer the score ignores
+                for (name, a), g in zip(acts.items(), grads)}
 
     def _activations(self) -> dict[str, torch.Tensor]:
         acts = {}
@@ -367,9 +450,9 @@ class BaseCAM:
     def _result(self, size, acts, grads, tgt, logits) -> CamResult:
         maps, raw, weights = {}, {}, {}
         for name, a in acts.items():
-            a = a.detach().float()
-            w = self.channel_weights(a, grads[name].detach().float())
-            cam = torch.relu(torch.einsum("bk,bkhw->bhw", w, a))
+            g = grads[name]
+            cam, w = self.combine(a.detach().float(), None if g is None else g.detach().float())
+            cam = torch.relu(cam)
             up = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear",
                                align_corners=False)[:, 0]
             maps[name], raw[name], weights[name] = normalize_maps(up), cam, w
@@ -397,8 +480,74 @@ class GradCAMPlusPlus(BaseCAM):
         return gradcampp_weights(activations, grads)
 
 
+class XGradCAM(BaseCAM):
+    """XGradCAM (Fu et al. 2020): ``w_k = sum_ij (A_k[i,j] / sum_ab A_k[a,b]) dy_c/dA_k[i,j]``.
+
+    How it differs from GradCAM: the gradient is averaged with the activations as weights
+    instead of uniformly (the weights the paper's sensitivity and conservation axioms ask for).
+    """
+
+    name = "xgradcam"
+
+    def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return xgradcam_weights(activations, grads)
+
+
+class LayerCAM(BaseCAM):
+    """LayerCAM (Jiang et al. 2021): ``M = ReLU(sum_k ReLU(g_k) * A_k)``, ``g = dy_c/dA``.
+
+    How it differs from GradCAM: each *cell* gets its own weight, the positive gradient there,
+    instead of one weight per channel (so it stays sharp at early layers). That is no channel
+    weighting, hence :meth:`combine` is overridden; ``weights`` are the (B, K, h, w) ``ReLU(g)``.
+    """
+
+    name = "layercam"
+
+    def combine(self, activations: torch.Tensor, grads: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        w = grads.clamp(min=0)
+        return (w * activations).sum(dim=1), w
+
+
+class HiResCAM(BaseCAM):
+    """HiResCAM (Draelos & Carin 2020): ``M = ReLU(sum_k g_k * A_k)``, ``g = dy_c/dA``.
+
+    How it differs from GradCAM: the gradient multiplies the activations cell by cell instead
+    of being averaged over the cells first, so the map is exactly each cell's first-order
+    contribution to the score. Per-cell weights need :meth:`combine` (``weights`` = ``g``).
+    Where the gradient is constant over the cells (``layer4`` of this model) it equals GradCAM.
+    """
+
+    name = "hirescam"
+
+    def combine(self, activations: torch.Tensor, grads: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (grads * activations).sum(dim=1), grads
+
+
+class EigenCAM(BaseCAM):
+    """EigenCAM (Muhammad & Yeasin 2020): ``M = ReLU(X v)``, ``X`` the centred activations.
+
+    ``v`` is the first principal axis of the (h*w, K) activations (see
+    :func:`eigencam_projection` for the sign rule). How it differs from GradCAM: no gradient
+    and no class: one forward pass, no backward, and the same map whatever the target (so it
+    cannot tell a cat from a dog in one image; it shows what the layer responds to most).
+
+    Chosen over ScoreCAM as the gradient-free method: ScoreCAM needs one extra forward pass per
+    channel (512 per image at ``layer4``), too slow for the book's CPU runs and sanity checks.
+    """
+
+    name = "eigencam"
+    uses_gradients = False
+
+    def combine(self, activations: torch.Tensor, grads: None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return eigencam_projection(activations)
+
+
 #: Method name -> class, for CLIs, widgets and :func:`explain`.
-METHODS: dict[str, type[BaseCAM]] = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
+METHODS: dict[str, type[BaseCAM]] = {
+    cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM)}
 
 
 def explain(model: nn.Module, images: torch.Tensor,

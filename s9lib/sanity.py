@@ -1,0 +1,232 @@
+"""Sanity checks for CAMs: cascading model-parameter randomisation (Adebayo et al. 2018).
+
+The question: does a map depend on what the model *learned*? If a method gives nearly the same
+map after the weights are replaced by random ones, it shows the image (edges, the layer's
+receptive fields), not the model's reasons, however plausible it looks.
+
+The test: on a deep copy of the model, re-initialise the parameters from the logits down,
+cumulatively, one stage at a time: ``linear``, then ``+layer4``, ``+layer3``, ``+layer2``,
+``+layer1``, ``+stem`` (``conv1`` and ``bn1``). After each step, compute every method's maps
+for the same images and the same classes (the trained model's predictions, so only the model
+changes) and compare them with the trained model's maps, image by image:
+
+* **Spearman rank correlation** of the two (H, W) maps (ties get their average rank; a
+  constant map has no ranks, so an image whose map is constant on either side is left out of
+  that mean and the count ``n`` says how many were left);
+* **SSIM** (``skimage.metrics.structural_similarity``, ``data_range=1``: maps are in [0, 1]).
+
+High similarity after randomisation is a *failure*. For scale, the report also gives a floor:
+the same two measures between each trained-model map and the trained-model map of *another*
+image (the next one), i.e. how alike two unrelated maps of this method already are (a method
+with a centre bias scores well above 0 there).
+
+Choices, so they are not rediscovered: parameters are re-initialised with each module's own
+``reset_parameters()`` (PyTorch's default initialisation, i.e. the network before training;
+Adebayo et al. used a truncated normal) and BatchNorm running statistics are reset to mean 0,
+variance 1, as in a fresh model. Each stage uses its own seed (``seed + step``), drawn inside
+``torch.random.fork_rng`` so the caller's random state is untouched.
+The data-randomisation test of the same paper (retrain on permuted labels) needs a training run
+per model and is not here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from skimage.metrics import structural_similarity
+from torch import nn
+
+from .cam import METHODS, explain
+
+__all__ = ["CASCADE", "randomise_", "cascade", "spearman", "ssim", "Stat", "SanityReport",
+           "cascading_randomisation", "predicted_classes", "DEFAULT_METHODS"]
+
+#: (step label, module names re-initialised at that step), from the logits down.
+CASCADE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("linear", ("linear",)),
+    ("+layer4", ("layer4",)),
+    ("+layer3", ("layer3",)),
+    ("+layer2", ("layer2",)),
+    ("+layer1", ("layer1",)),
+    ("+stem", ("conv1", "bn1")),
+)
+
+DEFAULT_METHODS = tuple(METHODS)
+
+
+# --------------------------------------------------------------------------- randomisation
+
+
+def randomise_(module: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise, in place, every parameter and BN statistic of ``module`` and below.
+
+    Uses each sub-module's ``reset_parameters()`` / ``reset_running_stats()`` (the default
+    initialisation of a new model), seeded with ``seed`` without touching the global RNG.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in module.modules():
+            if hasattr(sub, "reset_running_stats"):
+                sub.reset_running_stats()
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+    return module
+
+
+def cascade(model: nn.Module, seed: int = 0,
+            steps: Sequence[tuple[str, Sequence[str]]] = CASCADE
+            ) -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(label, model)`` with the stages re-initialised cumulatively, logits first.
+
+    One deep copy is made and randomised further at every step (the caller's ``model`` is never
+    changed), so take what you need from each yielded model before asking for the next.
+    """
+    by_name = dict(model.named_modules())
+    for _, names in steps:
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise ValueError(f"Cannot randomise {missing}: not modules of this model; the "
+                             f"cascade needs {sorted({n for _, ns in steps for n in ns})}.")
+    copied = copy.deepcopy(model)
+    for step, (label, names) in enumerate(steps):
+        for name in names:
+            randomise_(copied.get_submodule(name), seed + step)
+        yield label, copied
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+def _as_batch(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(a.detach().cpu() if torch.is_tensor(a) else a, dtype=np.float64)
+    b = np.asarray(b.detach().cpu() if torch.is_tensor(b) else b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"Expected two (B, H, W) batches of maps of one shape, got "
+                         f"{a.shape} and {b.shape}.")
+    return a, b
+
+
+def spearman(a, b) -> np.ndarray:
+    """Spearman rank correlation of each pair of (H, W) maps: (B,) with NaN for a constant map.
+
+    Average ranks for ties (ReLU'd maps have many exact zeros), then Pearson on the ranks.
+    """
+    a, b = _as_batch(a, b)
+    ra = rankdata(a.reshape(len(a), -1), axis=1)
+    rb = rankdata(b.reshape(len(b), -1), axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    norm = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (ra * rb).sum(axis=1) / norm, np.nan)
+
+
+def ssim(a, b) -> np.ndarray:
+    """SSIM of each pair of (H, W) maps in [0, 1] (scikit-image, ``data_range=1``): (B,)."""
+    a, b = _as_batch(a, b)
+    return np.array([structural_similarity(x, y, data_range=1.0) for x, y in zip(a, b)])
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Stat:
+    """Mean and standard error over the ``n`` images where the measure is defined."""
+
+    mean: float
+    se: float
+    n: int
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "Stat":
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if len(v) == 0:
+            return cls(float("nan"), float("nan"), 0)
+        se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+        return cls(float(v.mean()), se, len(v))
+
+
+@dataclass
+class SanityReport:
+    """Similarity of each method's maps to the trained model's, per cascade step.
+
+    ``spearman[method][i]`` / ``ssim[method][i]``: a :class:`Stat` after ``steps[i]``.
+    ``floor[method]``: {"spearman": Stat, "ssim": Stat} between maps of different images of
+    the trained model (how alike unrelated maps already are).
+    """
+
+    layer: str
+    n: int
+    seed: int
+    steps: list[str]
+    spearman: dict[str, list[Stat]]
+    ssim: dict[str, list[Stat]]
+    floor: dict[str, dict[str, Stat]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _maps(model, images, layer, methods, targets, batch_size) -> dict[str, torch.Tensor]:
+    """{method: (N, H, W) maps on the CPU} for ``images``, in batches."""
+    out = {}
+    for method in methods:
+        parts = [explain(model, images[i:i + batch_size], [layer], method,
+                         targets[i:i + batch_size]).maps[layer].cpu()
+                 for i in range(0, len(images), batch_size)]
+        out[method] = torch.cat(parts)
+    return out
+
+
+@torch.no_grad()
+def predicted_classes(model: nn.Module, images: torch.Tensor, batch_size: int = 256
+                      ) -> torch.Tensor:
+    """The model's predicted class for normalised ``images`` (N, 3, H, W), in eval mode and in
+    batches, as a (N,) CPU tensor; the model's train/eval mode is restored."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu()
+                          for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def cascading_randomisation(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
+                            methods: Sequence[str] = DEFAULT_METHODS, targets=None,
+                            seed: int = 0, batch_size: int = 100,
+                            steps: Sequence[tuple[str, Sequence[str]]] = CASCADE
+                            ) -> SanityReport:
+    """Adebayo et al.'s cascading randomisation for each CAM method at ``layer``.
+
+    ``images``: normalised (N, 3, H, W) tensor (as for :func:`s9lib.cam.explain`) on the
+    model's device. ``targets``: the classes explained, the same at every step; default the
+    trained model's predictions. Returns a :class:`SanityReport`; ``model`` is not changed.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown CAM method(s) {unknown}; choose from {sorted(METHODS)}.")
+    if len(images) < 2:
+        raise ValueError("Need at least 2 images (standard errors and the floor need pairs).")
+    if targets is None:
+        targets = predicted_classes(model, images, batch_size)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    trained = _maps(model, images, layer, methods, targets, batch_size)
+    rho = {m: [] for m in methods}
+    sim = {m: [] for m in methods}
+    for _, randomised in cascade(model, seed, steps):
+        maps = _maps(randomised, images, layer, methods, targets, batch_size)
+        for m in methods:
+            rho[m].append(Stat.of(spearman(trained[m], maps[m])))
+            sim[m].append(Stat.of(ssim(trained[m], maps[m])))
+    floor = {m: {"spearman": Stat.of(spearman(trained[m], trained[m].roll(1, 0))),
+                 "ssim": Stat.of(ssim(trained[m], trained[m].roll(1, 0)))} for m in methods}
+    return SanityReport(layer, len(images), seed, [label for label, _ in steps], rho, sim, floor)
