@@ -36,7 +36,7 @@ from s9lib import get_device, pretrained
 from s9lib.cam import METHODS, explain
 from s9lib.data import load_cifar10
 from s9lib.faithfulness import random_maps
-from s9lib.images import preprocess
+from s9lib.inputs import preprocess
 from s9lib.removal import (BLUR_SIGMA, DEFAULT_FRACTIONS, DEFAULT_STEPS, centre_maps,
                            removal_report)
 from s9lib.sanity import cascading_randomisation, predicted_classes

@@ -10,7 +10,7 @@ import torch
 
 from s9lib.cam import explain
 from s9lib.checkpoints import pretrained
-from s9lib.images import preprocess
+from s9lib.inputs import preprocess
 from s9lib.removal import (auc, blur, centre_maps, deletion_curves, insertion_curves,
                            noisy_linear_impute, relevance_order, removal_report, road_curves)
 

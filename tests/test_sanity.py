@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 
 from s9lib.checkpoints import pretrained
-from s9lib.images import preprocess
+from s9lib.inputs import preprocess
 from s9lib.sanity import (CASCADE, cascade, cascading_randomisation, predicted_classes,
                           randomise_, spearman, ssim)
 
