@@ -37,6 +37,7 @@ PLANNED = [
     "05_gradcam_plusplus",
     "06_explorer",
     "07_evaluating",
+    "08_trust",
 ]
 CHAPTERS = chapters(BOOK)
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
