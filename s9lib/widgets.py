@@ -65,7 +65,10 @@ def frame_slider(frames: Sequence[Frame] | Sequence[Sequence[Frame]], labels: Se
 
     ``frames``: one list of frames (Figures or PNG bytes), one per label; or one such list per
     image set, with ``set_names`` naming the sets (the selector shows when there are several).
-    ``width`` sets the CSS width of each image (e.g. ``"600px"``).
+    ``width`` sets the CSS width of each image (e.g. ``"600px"``). On a book page with math
+    leave ``description`` empty: the static page's widget manager (html-manager 1.x) typesets
+    a label with MathJax 2's ``MathJax.Hub``, which the book's MathJax 3 does not have, and
+    the page stops with an error (the slider's readout still names the frame).
 
     Returns a ``VBox``: [selector,] slider, view. The slider's ``index`` is linked in the
     browser to ``selected_index`` of each set's ``Stack`` and the selector's ``index`` to the
