@@ -143,7 +143,9 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
     with ``"auto"``, ``$S9LIB_AMP`` may override it), recorded in ``history.info["autocast"]``.
     ``epochs`` overrides the recipe's (FAST mode: ``FAST_SIZES.epochs``). With ``out``, a
     checkpoint and ``history.json`` are written there after every epoch; ``resume=True``
-    continues from ``out/checkpoint.pt`` when it exists (same recipe required).
+    continues from ``out/checkpoint.pt`` when it exists (same recipe and data required).
+    While it runs, ``out/.lock`` keeps a second training out of the folder (a killed run's
+    lock is taken over) and the temporary files of a killed checkpoint write are deleted.
     ``on_epoch_end`` is called with the history after each epoch (for live plots). Sets
     ``model.normalization`` to the recipe's, so ``predict`` and the CAMs normalise as trained.
     Started by ``torchrun``, it trains distributed (module docstring); ``model`` itself is

@@ -219,21 +219,35 @@ def test_resume_refuses_other_data_and_cleans_a_killed_writes_temp_file(tmp_path
     assert not (tmp_path / ".lock").exists()  # released on the refusals too
 
 
-def test_a_lock_left_by_a_killed_run_does_not_block_the_folder(tmp_path):
+def test_a_killed_run_leaves_neither_a_stuck_lock_nor_its_temp_file(tmp_path):
+    """A process takes the folder's lock, starts writing checkpoint.pt and is SIGKILLed
+    mid-write: the next run takes the stale lock over and deletes the temporary file."""
+    import signal
+    import socket
+
     from helpers import cifar
     from s9lib.models import ResNet18
     from s9lib.recipes import get_recipe
     from s9lib.train import fit
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()  # its pid no longer runs
-    import socket
-
-    (tmp_path / ".lock").write_text(f"{dead.pid} {socket.gethostname()}\n")
+    code = ("import sys, time; from s9lib.files import FolderLock, atomic_write; "
+            "FolderLock(sys.argv[1]).acquire(); "
+            "atomic_write(sys.argv[1] + '/checkpoint.pt', "
+            "lambda f: (f.write(b'half'), f.flush(), time.sleep(600)))")
+    victim = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=_env())
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".checkpoint.pt.*")) and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    temps = list(tmp_path.glob(".checkpoint.pt.*"))
+    assert temps and (tmp_path / ".lock").read_text().split()[0] == str(victim.pid)
     fit(ResNet18(), cifar(2, 1), get_recipe("fast", batch_size=20, amp="off"), epochs=1,
         out=tmp_path, device="cpu", progress=False)
-    assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / ".lock").exists()
-    (tmp_path / ".lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")  # alive
+    assert not any(t.exists() for t in temps) and not (tmp_path / ".lock").exists()
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+    (tmp_path / ".lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")  # alive: us
     with pytest.raises(ValueError, match=f"pid {os.getpid()}"):
         fit(ResNet18(), cifar(2, 1), get_recipe("fast", batch_size=20), epochs=1,
             out=tmp_path, device="cpu", progress=False)
