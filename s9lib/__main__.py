@@ -42,6 +42,8 @@ def _train(parser: argparse.ArgumentParser):
                         help="folder for checkpoint.pt and history.json [default: runs/latest]")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--force", action="store_true",
+                        help="start afresh in an --out that already holds a run, replacing it")
     parser.add_argument("--device", default=None,
                         help="cuda, mps or cpu [default: the best available; $S9LIB_DEVICE]")
     parser.add_argument("--workers", type=int, default=None,
@@ -71,6 +73,7 @@ def _run_train(args) -> int:
     from .recipes import get_recipe
     from .train import fit
 
+    _check_train_args(args)
     overrides = {k: v for k, v in (("seed", args.seed), ("amp", args.amp),
                                    ("sync_bn", args.sync_bn or None)) if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
@@ -87,6 +90,49 @@ def _run_train(args) -> int:
                       "train_seconds": round(history.train_seconds, 1),
                       "device": history.device}))
     return 0
+
+
+def _check_train_args(args) -> None:
+    """Every check that needs no data and no model, before the data set is decoded.
+
+    Every rank of a torchrun job runs these on the same files and flags, so they agree.
+    """
+    from .checkpoints import CHECKPOINT
+    from .files import check_writable_folder
+    from .history import HISTORY
+
+    for flag, value, least in (("--epochs", args.epochs, 1), ("--seed", args.seed, 0),
+                               ("--workers", args.workers, 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}.")
+    if args.device is not None:
+        runtime.check_device(args.device)
+    runtime.fast_mode()  # a misspelt S9LIB_FAST fails here, not after loading the data
+    out = Path(args.out)
+    if args.resume and args.force:
+        raise ValueError("--resume and --force contradict each other; pass one of them.")
+    if args.resume and not (out / CHECKPOINT).is_file():
+        raise ValueError(f"Nothing to resume: no {CHECKPOINT} in {out}. Drop --resume to "
+                         "start a fresh run there, or pass the --out of the run to continue.")
+    found = [n for n in (CHECKPOINT, HISTORY) if (out / n).is_file()]
+    if found and not (args.resume or args.force):
+        raise ValueError(f"{out} already holds a run ({_describe_run(out, found)}); pass "
+                         "--resume to continue it, or another --out (or --force to replace "
+                         "it).")
+    check_writable_folder(out, "--out")
+
+
+def _describe_run(out: Path, found: list[str]) -> str:
+    """'history.json: 3 of 60 epochs, recipe seed' (or just the files) for a refusal."""
+    from .history import HISTORY, History
+
+    try:
+        h = History.load(out / HISTORY)
+        planned = h.info.get("epochs_planned", "?")
+        return (f"{', '.join(found)}: {len(h)} of {planned} epochs, recipe "
+                f"{(h.recipe or {}).get('name', '?')}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ", ".join(found)
 
 
 @subcommand("faithfulness", "Average Drop / Increase in Confidence of GradCAM, GradCAM++ "
@@ -119,10 +165,10 @@ def _faithfulness(parser: argparse.ArgumentParser):
         from .faithfulness import faithfulness, format_report
 
         from .checkpoints import load
+        from .files import atomic_write
 
+        _check_faithfulness_args(args)
         model = load(args.checkpoint, device=args.device)
-        if args.n < 1:
-            raise ValueError(f"-n must be at least 1, got {args.n}.")
         test = load_cifar10(args.data).test
         per_class = min(math.ceil(args.n / len(set(test.labels.tolist()))),
                         int(test.class_counts().min()))
@@ -132,11 +178,23 @@ def _faithfulness(parser: argparse.ArgumentParser):
                               n=args.n, seed=args.seed)
         print(format_report(report))
         if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+            text = json.dumps(report.to_dict(), indent=1) + "\n"
+            atomic_write(args.out, lambda f: f.write(text.encode()))
         return 0
 
     return run
+
+
+def _check_faithfulness_args(args) -> None:
+    """The flags' checks, before the model and the data are loaded and the work is done."""
+    from .files import check_writable_file
+
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}.")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be at least 0, got {args.seed}.")
+    if args.out:
+        check_writable_file(args.out, "the report file --out")
 
 
 @subcommand("gradcam", "explain photos with GradCAM / GradCAM++: one PNG per image")
@@ -164,10 +222,11 @@ def _gradcam(parser: argparse.ArgumentParser):
 
         if not 0.0 <= args.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
+        from .files import check_writable_folder
+
+        out = check_writable_folder(args.out, "--out")  # before any work
         model = load(args.checkpoint, args.device)
         photos, failed = _load_photos(args.images)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         used: set[str] = set()
         for start in range(0, len(photos), 32):
             for path in _explain_photos(model, photos[start:start + 32], args, out, used):
@@ -230,37 +289,76 @@ def _export(parser: argparse.ArgumentParser):
     parser.add_argument("--note", default="", help="free text stored with the weights")
 
     def run(args) -> int:
-        import numpy as np
         import torch
 
-        from .checkpoints import export_weights, pretrained
-        from .data import load_cifar10
-        from .analysis import predict
+        from .checkpoints import check_weights_dest, model_from_weights, weights_blob
+        from .files import atomic_write
 
-        def accuracy(model, images, labels) -> float:
-            mean, std = model.normalization
-            logits = predict(model, images, device=torch.device("cpu"), mean=mean, std=std,
-                             tta_flip=tta, dtype=None)  # float32: the same on every machine
-            return round(float((logits.argmax(1) == labels).mean()), 4)
-
-        # Measure what is shipped (the fp16 weights), then write them again with the figures.
-        dest = export_weights(args.checkpoint, args.dest, note=args.note)
-        model = pretrained(dest, device="cpu")
-        tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))  # as the run evaluated
-        test = load_cifar10(args.data, fast=False).test
-        measured = {"test_acc": accuracy(model, test.images, test.labels),
-                    "test_images": len(test), "tta_flip": tta, "eval_dtype": "float32"}
-        if args.exact:
-            exact = np.load(args.exact)
-            measured["exact_test_acc"] = accuracy(model, exact["images"], exact["labels"])
-            measured["exact_test_images"] = int(len(exact["labels"]))
-        meta = {**model.meta, **measured}
-        export_weights(args.checkpoint, dest, note=args.note, **measured)
+        # Everything is read, checked and measured first; the destination is written last,
+        # once, atomically: a failing export leaves the old file as it was.
+        dest = check_weights_dest(args.checkpoint, args.dest)
+        blob = weights_blob(args.checkpoint, note=args.note)
+        model = model_from_weights(blob, args.checkpoint, device="cpu")  # fp16 values, as shipped
+        exact = _read_exact(args.exact) if args.exact else None
+        measured = _measure_export(model, args.data, exact)
+        blob["meta"].update(measured)
+        atomic_write(dest, lambda f: torch.save(blob, f))
+        meta = blob["meta"]
         print(json.dumps({k: meta[k] for k in ("test_acc", "exact_test_acc", "epochs", "device")
                           if k in meta}))
         return 0
 
     return run
+
+
+def _read_exact(path: str) -> tuple:
+    """(images, labels) of an ``--exact`` .npz, or one sentence saying what is wrong with it."""
+    import numpy as np
+
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as exc:  # missing, a folder, not an .npz
+        why = getattr(exc, "strerror", None) or "numpy cannot read it as an .npz archive"
+        raise ValueError(f"--exact {path} is not a readable .npz file ({why}); pass one with "
+                         "images and labels arrays.") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"--exact {path} is a single .npy array; pass an .npz with images "
+                         "and labels arrays.")
+    with npz:
+        missing = [k for k in ("images", "labels") if k not in npz.files]
+        if missing:
+            raise ValueError(f"--exact {path} has no {' or '.join(missing)} array (it has "
+                             f"{', '.join(npz.files) or 'none'}); pass an .npz with images "
+                             "(N, 32, 32, 3) uint8 and labels (N,).")
+        images, labels = npz["images"], npz["labels"]
+    if images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8 or len(labels) != len(images):
+        raise ValueError(f"--exact {path}: images {images.shape} {images.dtype} and labels "
+                         f"{labels.shape}; expected (N, 32, 32, 3) uint8 and (N,).")
+    return images, labels
+
+
+def _measure_export(model, data: str | None, exact: tuple | None) -> dict:
+    """The accuracies an export records: CIFAR-10's test split and, optionally, ``exact``."""
+    import torch
+
+    from .analysis import predict
+    from .data import load_cifar10
+
+    tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))  # as the run evaluated
+
+    def accuracy(images, labels) -> float:
+        mean, std = model.normalization
+        logits = predict(model, images, device=torch.device("cpu"), mean=mean, std=std,
+                         tta_flip=tta, dtype=None)  # float32: the same on every machine
+        return round(float((logits.argmax(1) == labels).mean()), 4)
+
+    test = load_cifar10(data, fast=False).test
+    measured = {"test_acc": accuracy(test.images, test.labels), "test_images": len(test),
+                "tta_flip": tta, "eval_dtype": "float32"}
+    if exact is not None:
+        measured["exact_test_acc"] = accuracy(*exact)
+        measured["exact_test_images"] = int(len(exact[1]))
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return runners[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:  # OSError: a disk full, a path under a file
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return 2
 
 

@@ -192,7 +192,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--book", default=str(BOOK_DIR), help="the book folder (default: %(default)s)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = parser.parse_args(argv)
-    paths = [Path(p) for p in args.chapters] or chapters(args.book)
+    try:
+        paths = [Path(p) for p in args.chapters] or chapters(args.book)
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:  # checked before the first chapter runs (each can take minutes)
+            raise FileNotFoundError(f"No chapter notebook at {', '.join(missing)}; pass "
+                                    "paths such as book/01_augmentation.ipynb, or none for all.")
+        from .runtime import env_flag
+
+        env_flag("S9LIB_FAST")  # a misspelt switch fails now, not inside a kernel
+    except (ValueError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     for path in paths:
         start = time.perf_counter()
         execute_chapter(path, fast=args.fast, timeout=args.timeout)

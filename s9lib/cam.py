@@ -83,6 +83,7 @@ __all__ = [
     "map_correlation",
     "xgradcam_weights",
     "eigencam_projection",
+    "check_images",
 ]
 
 #: pytorch-grad-cam's epsilon in the GradCAM++ denominator (kept so raw maps agree with it).
@@ -226,7 +227,14 @@ def resolve_layers(model: nn.Module, layers: str | nn.Module | Iterable[str | nn
     """
     if isinstance(layers, (str, nn.Module)):
         layers = [layers]
+    if isinstance(layers, (dict, bytes)) or not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be a layer name, a module, or a list of them, got "
+                        f"{type(layers).__name__}; e.g. layers=['layer3', 'layer4'].")
     layers = list(layers)
+    odd = [x for x in layers if not isinstance(x, (str, nn.Module))]
+    if odd:
+        raise TypeError(f"layers must hold layer names (str) or modules, got "
+                        f"{type(odd[0]).__name__} {odd[0]!r}; e.g. layers=['layer4'].")
     if not layers:
         raise ValueError("No layers given; pass e.g. layers=['layer4'].")
     by_name = dict(model.named_modules())
@@ -251,9 +259,24 @@ def resolve_layers(model: nn.Module, layers: str | nn.Module | Iterable[str | nn
     return out
 
 
+def _check_target_type(targets) -> None:
+    """Class indices are integers: a float (2.7 would become 2) or a bool (True would become
+    class 1) is refused rather than silently truncated."""
+    if targets is None:
+        return
+    kind = (targets.dtype if torch.is_tensor(targets) else np.asarray(targets).dtype)
+    is_bool = kind == torch.bool if torch.is_tensor(targets) else kind == np.bool_
+    is_int = (not targets.is_floating_point() and not targets.is_complex()
+              if torch.is_tensor(targets) else np.issubdtype(kind, np.integer))
+    if is_bool or not is_int:
+        raise TypeError(f"targets must be integer class indices (an int, a sequence of ints or "
+                        f"an integer tensor) or None, got {kind}.")
+
+
 def _resolve_targets(targets, logits: torch.Tensor) -> torch.Tensor:
     """(B,) long targets: the prediction (None), one class for all (int), or one per image."""
     batch, num_classes = logits.shape
+    _check_target_type(targets)
     if targets is None:
         t = logits.detach().argmax(dim=1)
     elif np.ndim(targets) == 0:  # an int, a numpy integer or a 0-d tensor
@@ -268,6 +291,52 @@ def _resolve_targets(targets, logits: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"targets must be class indices in [0, {num_classes}); got "
                          f"{t.min().item()}..{t.max().item()}.")
     return t
+
+
+#: Normalised CIFAR-10 pixels lie within about +-3; larger values are raw 0..255 pixels.
+MAX_NORMALISED = 20.0
+
+
+def check_images(images, model: nn.Module | None = None) -> None:
+    """Refuse, in one sentence, what a CAM cannot explain: anything but a finite, normalised
+    float (B, C, H, W) tensor with the model's channel count.
+
+    Why: uint8 or 0..255 pixels, channels-last arrays and NaNs all run through a ResNet
+    without complaint and give a map that looks like an explanation and is not one.
+    """
+    hint = "normalise uint8 (B, 32, 32, 3) images with s9lib.inputs.preprocess(images, model=model)"
+    if not torch.is_tensor(images):
+        raise TypeError(f"images must be a torch tensor, got {type(images).__name__}; {hint}.")
+    if images.dtype == torch.bool or not images.is_floating_point():
+        raise TypeError(f"images must be a float tensor of normalised pixels, got "
+                        f"{images.dtype}; {hint}.")
+    if images.ndim != 4:
+        raise ValueError(f"images must be a normalised (B, 3, H, W) tensor, got "
+                         f"{tuple(images.shape)}; {hint}.")
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None) if model else None
+    channels = conv.in_channels if conv is not None else 3
+    if images.shape[1] != channels:
+        layout = (" (channels-last? use images.permute(0, 3, 1, 2))"
+                  if images.shape[-1] == channels else "")
+        raise ValueError(f"images must be (B, {channels}, H, W): the model reads {channels} "
+                         f"channels, got shape {tuple(images.shape)}{layout}.")
+    finite = torch.isfinite(images).flatten(1).all(1)
+    if not finite.all():
+        bad = torch.nonzero(~finite).flatten()[:5].tolist()
+        raise ValueError(f"images {bad} hold NaN or infinite values; a CAM of them would be "
+                         "meaningless. Check the preprocessing.")
+    if images.numel() and images.abs().max() > MAX_NORMALISED:
+        raise ValueError(f"images hold values up to {float(images.abs().max()):.0f}: raw 0..255 "
+                         f"pixels, not normalised ones; {hint}.")
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    """Non-finite logits would give all-zero (or NaN) maps that look like "no evidence"."""
+    finite = torch.isfinite(logits.detach()).all(1)
+    if not finite.all():
+        bad = torch.nonzero(~finite).flatten()[:5].tolist()
+        raise ValueError(f"The model's logits for images {bad} are NaN or infinite; no CAM "
+                         "can be computed from them. Check the model's weights and inputs.")
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -397,21 +466,25 @@ class BaseCAM:
         return self._compute(images, targets)
 
     def _compute(self, images: torch.Tensor, targets) -> CamResult:
-        if not torch.is_tensor(images) or images.ndim != 4:
-            shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
-            raise ValueError(f"images must be a normalised (B, 3, H, W) tensor, got {shape}; "
-                             "convert uint8 HWC arrays with s9lib.augment first.")
+        check_images(images, self.model)
+        if self.uses_gradients and torch.is_inference_mode_enabled():
+            raise ValueError(f"{type(self).__name__} needs gradients, which torch."
+                             "inference_mode() switches off for good; call it outside that "
+                             "block (inside torch.no_grad() is fine).")
         param = next(self.model.parameters(), None)
         device, dtype = (param.device, param.dtype) if param is not None else (images.device,
                                                                               torch.float32)
         # A fresh leaf that requires grad: the graph exists even though the parameters are
-        # frozen here, and the caller's tensor is never modified.
-        x = images.detach().to(device=device, dtype=dtype).requires_grad_(self.uses_gradients)
+        # frozen here, and the caller's tensor is never modified (clone: an inference tensor
+        # made under inference_mode cannot require grad).
+        x = images.detach().to(device=device, dtype=dtype)
+        x = (x.clone() if x.is_inference() else x).requires_grad_(self.uses_gradients)
         self._saved.clear()
         try:
             # enable_grad: notebooks often call this inside torch.no_grad()
             with torch.set_grad_enabled(self.uses_gradients):
                 logits = self.model(x)
+                _check_logits(logits)
                 acts = self._activations()
                 tgt = _resolve_targets(targets, logits)
                 grads = self._gradients(logits, tgt, acts)

@@ -24,14 +24,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import atomic_write
+from .files import atomic_write, check_writable_file
 from .inputs import normalization_of
 from .models import ResNet18
 from .runtime import get_device
 
 __all__ = ["CHECKPOINT", "WEIGHTS_DIR", "DEFAULT_WEIGHTS", "save_checkpoint", "checkpoint_file",
            "load_checkpoint", "load_model", "resnet18_from_state", "available", "pretrained",
-           "weights_meta", "export_weights", "load"]
+           "weights_meta", "export_weights", "load", "weights_blob", "model_from_weights",
+           "check_weights_dest"]
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -199,12 +200,7 @@ def pretrained(name: str | os.PathLike | None = None,
     ``model.meta`` where the weights came from.
     """
     path = _weights_path(name)
-    blob = _read_weights(path)
-    meta = blob["meta"]
-    model = _model(blob["state_dict"], meta.get("arch", "ResNet18"), meta.get("normalization"),
-                   path, device)
-    model.meta = meta
-    return model
+    return model_from_weights(_read_weights(path), path, device)
 
 
 def load(checkpoint: str | os.PathLike | None = None,
@@ -233,12 +229,16 @@ def load(checkpoint: str | os.PathLike | None = None,
                      "s9lib.checkpoints.export_weights).")
 
 
-def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **meta) -> Path:
-    """Write the model of ``checkpoint`` as an fp16 weights file with ``meta`` added.
+def weights_blob(checkpoint: str | os.PathLike, **meta) -> dict:
+    """What :func:`export_weights` writes, in memory: ``{"state_dict": fp16, "meta": ...}``.
 
     Floating-point tensors are halved; integer buffers (BatchNorm's batch counter) are kept.
+    The architecture is checked here, before anything is written.
     """
     state = load_checkpoint(checkpoint)
+    if state.get("arch", "ResNet18") != "ResNet18":
+        raise ValueError(f"{checkpoint} holds a {state['arch']}, not the CIFAR ResNet18.")
+    resnet18_from_state(state["model"], checkpoint_file(checkpoint))  # refuses other shapes
     sd = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
     history = state.get("history") or {}
     info = {
@@ -253,4 +253,47 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **met
                                 if history.get("epochs") else None),
     }
     info.update(meta)
-    return atomic_write(dest, lambda f: torch.save({"state_dict": sd, "meta": info}, f))
+    return {"state_dict": sd, "meta": info}
+
+
+def model_from_weights(blob: dict, where: str | os.PathLike = "the weights",
+                       device: torch.device | str | None = None) -> ResNet18:
+    """The model a weights file holding ``blob`` would load as (see :func:`pretrained`)."""
+    meta = blob["meta"]
+    model = _model(blob["state_dict"], meta.get("arch", "ResNet18"), meta.get("normalization"),
+                   Path(where), device)
+    model.meta = meta
+    return model
+
+
+def check_weights_dest(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Refuse a ``dest`` that export must not replace; return it as a ``Path``.
+
+    Why: an export overwrites the shipped weights by default, and ``export CKPT CKPT`` once
+    turned a resumable checkpoint into fp16 weights. Only a missing file or an existing
+    s9lib weights file may be (re)written, never the checkpoint itself or a folder.
+    """
+    dest, source = Path(dest), checkpoint_file(checkpoint)
+    if dest.exists() and dest.resolve() == source.resolve():
+        raise ValueError(f"The destination {dest} is the checkpoint being exported; pass "
+                         "another file name (e.g. s9lib/weights/resnet18_cifar10.pt).")
+    check_writable_file(dest, "the weights file")
+    if dest.exists():
+        blob = _torch_load(dest) if zipfile.is_zipfile(dest) else None
+        if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+            raise ValueError(f"{dest} is a training checkpoint; export must not replace it "
+                             "(it could no longer be resumed). Pass another file name.")
+        if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict)):
+            raise ValueError(f"{dest} exists and is not an s9lib weights file; export only "
+                             "replaces weights files. Pass another file name.")
+    return dest
+
+
+def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **meta) -> Path:
+    """Write the model of ``checkpoint`` as an fp16 weights file with ``meta`` added.
+
+    ``dest`` is checked first (:func:`check_weights_dest`) and written atomically, last.
+    """
+    dest = check_weights_dest(checkpoint, dest)
+    blob = weights_blob(checkpoint, **meta)
+    return atomic_write(dest, lambda f: torch.save(blob, f))

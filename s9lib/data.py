@@ -21,9 +21,11 @@ import os
 import shutil
 import tarfile
 import tempfile
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ __all__ = [
     "load_cifar10",
     "CifarDataset",
     "resolve_source",
+    "FULL_COUNTS",
 ]
 
 #: CIFAR-10 label order (the order of ``batches.meta``).
@@ -125,16 +128,22 @@ def resolve_source(source: str | os.PathLike | None = None) -> str:
 
 
 def load_cifar10(source: str | os.PathLike | None = None, *, fast: bool | None = None,
-                 use_cache: bool = True) -> Cifar10:
+                 use_cache: bool = True, partial: bool = False) -> Cifar10:
     """Load CIFAR-10 as uint8 arrays.
 
     ``source``: an archive, an image folder, a torchvision root or ``"torchvision[:root]"``;
     default ``S9LIB_DATA``, else download with torchvision into the user cache dir.
     ``fast``: return the FAST subset; default: FAST mode (``S9LIB_FAST``).
+    An archive or folder must hold all of CIFAR-10 (5,000 training and 1,000 test images
+    of each of the ten classes): one cut short is refused, not half-used. ``partial=True``
+    (or a source written ``"partial:PATH"``) accepts a deliberate subset of those classes
+    and images; labels keep CIFAR-10's numbering either way.
     The decoded arrays of archives and folders are cached (``S9LIB_CACHE`` or the user cache
     dir), so a second load only reads two ``.npy`` files.
     """
     spec = resolve_source(source)
+    if spec.startswith("partial:"):
+        spec, partial = spec.removeprefix("partial:"), True
     if spec == "torchvision" or spec.startswith("torchvision:"):
         root = spec.partition(":")[2] or str(cache_dir() / "torchvision")
         data = _load_torchvision(Path(root).expanduser(), download=True)
@@ -152,7 +161,7 @@ def load_cifar10(source: str | os.PathLike | None = None, *, fast: bool | None =
         elif path.is_dir() and path.name == "cifar-10-batches-py":
             data = _load_torchvision(path.parent, download=False)
         else:
-            data = _cached(path, use_cache)
+            data = _cached(path, use_cache, partial)
     if fast is None:
         fast = fast_mode()
     return data.fast() if fast else data
@@ -192,16 +201,49 @@ def _cache_key(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def _cached(path: Path, use_cache: bool) -> Cifar10:
+def _cached(path: Path, use_cache: bool, partial: bool = False) -> Cifar10:
+    """The decoded tree at ``path``, from the cache when it holds it. A cache folder that
+    cannot be read or written is warned about and done without: it only saves time."""
     target = cache_dir() / "arrays" / _cache_key(path)
     if use_cache and (target / "classes.txt").exists():
         try:
-            return _read_arrays(target, str(path))
+            data = _read_arrays(target, str(path))
         except (OSError, ValueError):
             shutil.rmtree(target, ignore_errors=True)  # a damaged cache is rebuilt, not trusted
-    data = _decode_tree(path)
+        else:
+            return _check_complete(data, path, partial)
+    data = _check_complete(_decode_tree(path, partial), path, partial)  # nothing cached before this
     if use_cache:
-        _write_arrays(data, target)
+        try:
+            _write_arrays(data, target)
+        except OSError as exc:
+            warnings.warn(f"Could not write the CIFAR-10 cache at {target} ({exc.strerror or exc});"
+                          " the data loaded without it. Set S9LIB_CACHE to a folder you can "
+                          "write to so the next load is fast.", stacklevel=3)
+    return data
+
+
+#: How many images of each class CIFAR-10 has in each split.
+FULL_COUNTS = {"train": 5000, "test": 1000}
+
+
+def _check_complete(data: Cifar10, path: Path, partial: bool) -> Cifar10:
+    """``data`` if it has every image of CIFAR-10 (or ``partial``); else one error saying
+    which split and class came up short. Why count: a download or copy cut short at a file
+    boundary reads without any error, and a model trained on it says nothing either."""
+    if partial:
+        return data
+    short = []
+    for name, split in (("train", data.train), ("test", data.test)):
+        counts = split.class_counts(len(CLASSES))
+        short += [f"{name}/{CLASSES[c]} has {n:,} of {FULL_COUNTS[name]:,}"
+                  for c, n in enumerate(counts) if n != FULL_COUNTS[name]]
+    if short:
+        more = f" (and {len(short) - 2} more)" if len(short) > 2 else ""
+        raise ValueError(f"{path} is not the whole of CIFAR-10: {'; '.join(short[:2])}{more} "
+                         "images. It may have been cut short: re-download or copy it again "
+                         "(nothing was cached), or load it with partial=True (source "
+                         "'partial:PATH') if the subset is deliberate.")
     return data
 
 
@@ -224,6 +266,8 @@ def _write_arrays(data: Cifar10, target: Path) -> None:
 
 def _read_arrays(folder: Path, source: str) -> Cifar10:
     classes = tuple(folder.joinpath("classes.txt").read_text().split())
+    if classes != CLASSES:  # written before subsets kept CIFAR-10's numbering: rebuild
+        raise ValueError(f"cached classes {classes} are not CIFAR-10's")
 
     def split(name: str) -> Split:
         return Split(np.load(folder / f"{name}_images.npy"), np.load(folder / f"{name}_labels.npy"))
@@ -232,23 +276,45 @@ def _read_arrays(folder: Path, source: str) -> Cifar10:
 
 
 def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    def broken(exc: BaseException, where: str = "") -> ValueError:
+        return ValueError(f"{path} is not a readable tar archive{where} ({exc or type(exc).__name__}"
+                          "); it may have been cut short: re-download it or point S9LIB_DATA "
+                          "at another copy. Nothing was cached.")
+
     try:
         with tarfile.open(path) as tar:
             for member in tar:
                 if member.isfile():
-                    yield member.name, lambda m=member: tar.extractfile(m).read()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable tar archive ({exc}); re-download it "
-                         "or point S9LIB_DATA at another copy.") from exc
+                    def read(m=member) -> bytes:
+                        try:
+                            return tar.extractfile(m).read()
+                        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                            raise broken(exc, f": it ends inside {m.name}") from exc
+                    yield member.name, read
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise broken(exc) from exc
 
 
 def _iter_folder(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            yield f.relative_to(path).as_posix(), f.read_bytes
+    def reader(f: Path) -> Callable[[], bytes]:
+        def read() -> bytes:
+            try:
+                return f.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"Cannot read {f} ({exc.strerror or exc}); fix its "
+                                 "permissions or replace the file. Nothing was cached.") from exc
+        return read
+
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    except OSError as exc:
+        raise ValueError(f"Cannot list {exc.filename or path} ({exc.strerror or exc}); fix "
+                         "its permissions or point S9LIB_DATA elsewhere.") from exc
+    for f in files:
+        yield f.relative_to(path).as_posix(), reader(f)
 
 
-def _decode_tree(path: Path) -> Cifar10:
+def _decode_tree(path: Path, partial: bool = False) -> Cifar10:
     """Decode every ``[prefix/]train|test/<class>/<file>`` image below ``path``."""
     entries = _iter_archive(path) if path.is_file() else _iter_folder(path)
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
@@ -266,20 +332,33 @@ def _decode_tree(path: Path) -> Cifar10:
                 "[prefix/]train/<class>/*.jpg and [prefix/]test/<class>/*.jpg "
                 "(e.g. ../shared/data/cifar10-jpeg.tar.gz); set S9LIB_DATA accordingly."
             )
-    names = set(found["train"]) | set(found["test"])
-    classes = CLASSES if names == set(CLASSES) else tuple(sorted(names))
-    if set(found["train"]) != set(found["test"]):
-        raise ValueError(f"{path}: train and test have different classes "
-                         f"({sorted(found['train'])} vs {sorted(found['test'])})")
-    return Cifar10(_decode_split(path, "train", found["train"], classes),
-                   _decode_split(path, "test", found["test"], classes), classes, str(path))
+    _check_classes(path, found, partial)
+    return Cifar10(_decode_split(path, "train", found["train"]),
+                   _decode_split(path, "test", found["test"]), CLASSES, str(path))
 
 
-def _decode_split(path: Path, split: str, by_class: dict[str, list[tuple[str, bytes]]],
-                  classes: Iterable[str]) -> Split:
+def _check_classes(path: Path, found: dict[str, dict], partial: bool) -> None:
+    """Only CIFAR-10's class names, and in a ``partial`` subset the same in both splits (a
+    full load counts every class later, with a clearer message for a copy cut short).
+    Why not renumber another set: output 3 must mean "cat" whatever folder trained it."""
+    unknown = sorted((set(found["train"]) | set(found["test"])) - set(CLASSES))
+    if unknown:
+        raise ValueError(f"{path}: {', '.join(map(repr, unknown))} "
+                         f"{'is not a CIFAR-10 class' if len(unknown) == 1 else 'are not CIFAR-10 classes'}"
+                         f"; the folders below train/ and test/ must be {', '.join(CLASSES)}.")
+    for a, b in (("train", "test"), ("test", "train")) if partial else ():
+        missing = [c for c in CLASSES if c in found[b] and c not in found[a]]
+        if missing:
+            raise ValueError(f"{path}: {a}/ lacks the classes {', '.join(missing)} that {b}/ "
+                             "has; both splits need the same classes.")
+
+
+def _decode_split(path: Path, split: str,
+                  by_class: dict[str, list[tuple[str, bytes]]]) -> Split:
+    """The images of ``by_class``, labelled with CIFAR-10's index of their class."""
     images, labels = [], []
-    for label, cls in enumerate(classes):
-        for fname, blob in sorted(by_class[cls]):
+    for label, cls in enumerate(CLASSES):
+        for fname, blob in sorted(by_class.get(cls, [])):
             images.append(_decode_image(blob, f"{path}:{split}/{cls}/{fname}"))
             labels.append(label)
     return Split(np.stack(images), np.asarray(labels, np.int64))

@@ -16,14 +16,32 @@ import numpy as np
 import torch
 
 __all__ = ["fast_mode", "FastSettings", "FAST_SIZES", "seed_everything", "get_device", "cache_dir",
-           "AMP_SETTINGS", "amp_dtype", "autocast", "cpu_bf16_flags"]
+           "AMP_SETTINGS", "amp_dtype", "autocast", "cpu_bf16_flags", "env_flag",
+           "available_devices", "check_device"]
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def env_flag(name: str) -> bool:
+    """The on/off switch in environment variable ``name``: 1/true/yes/on or 0/false/no/off
+    (any case; unset or empty is off).
+
+    Why refuse anything else: ``S9LIB_FAST=ture`` silently meaning "off" starts an hour-long
+    full run that the user meant to be a one-minute smoke test.
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r} is not an on/off switch; set it to one of "
+                     "1, true, yes, on or 0, false, no, off (or unset it).")
 
 
 def fast_mode() -> bool:
     """True when ``S9LIB_FAST`` is set to 1/true/yes/on: tiny subsets, one short epoch."""
-    return os.environ.get("S9LIB_FAST", "").strip().lower() in _TRUE
+    return env_flag("S9LIB_FAST")
 
 
 @dataclass(frozen=True)
@@ -54,13 +72,48 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """
     choice = prefer or os.environ.get("S9LIB_DEVICE")
     if choice:
-        return torch.device(choice)
+        return check_device(choice)
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def available_devices() -> list[str]:
+    """The device names this machine can run on, best first: ``cuda[:i]``, ``mps``, ``cpu``."""
+    names = []
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names + ["cpu"]
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a ``torch.device`` if this machine has it; else ``ValueError`` listing
+    those it has (torch itself fails later, deep inside the first ``.to()``)."""
+    if isinstance(name, torch.device):
+        dev = name
+    else:
+        try:
+            dev = torch.device(str(name).strip())
+        except RuntimeError:
+            raise ValueError(f"Unknown device {name!r}; available here: "
+                             f"{', '.join(available_devices())}.") from None
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        ok = mps is not None and mps.is_available()
+    else:
+        ok = dev.type == "cpu"
+    if not ok:
+        raise ValueError(f"Device {str(name)!r} is not available on this machine; available "
+                         f"here: {', '.join(available_devices())}.")
+    return dev
 
 
 #: What ``S9LIB_AMP`` / ``Recipe.amp`` accept: pick per device, float32, bf16 or fp16 autocast.

@@ -32,6 +32,7 @@ from .analysis import predict
 from .batches import DeviceBatches, LoaderBatches
 from .checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
 from .data import Cifar10, Split
+from .files import FolderLock, remove_stale_temps
 from .history import HISTORY, EpochRecord, History
 from .recipes import Recipe, get_recipe, lr_factor
 from .runtime import FAST_SIZES, amp_dtype, autocast, fast_mode, get_device
@@ -142,7 +143,9 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
     with ``"auto"``, ``$S9LIB_AMP`` may override it), recorded in ``history.info["autocast"]``.
     ``epochs`` overrides the recipe's (FAST mode: ``FAST_SIZES.epochs``). With ``out``, a
     checkpoint and ``history.json`` are written there after every epoch; ``resume=True``
-    continues from ``out/checkpoint.pt`` when it exists (same recipe required).
+    continues from ``out/checkpoint.pt`` when it exists (same recipe and data required).
+    While it runs, ``out/.lock`` keeps a second training out of the folder (a killed run's
+    lock is taken over) and the temporary files of a killed checkpoint write are deleted.
     ``on_epoch_end`` is called with the history after each epoch (for live plots). Sets
     ``model.normalization`` to the recipe's, so ``predict`` and the CAMs normalise as trained.
     Started by ``torchrun``, it trains distributed (module docstring); ``model`` itself is
@@ -150,24 +153,52 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
     """
     r = get_recipe(recipe) if isinstance(recipe, str) else recipe
     epochs = epochs if epochs is not None else FAST_SIZES.epochs if fast_mode() else r.epochs
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
     if resume and out is None:
         raise ValueError("resume=True needs out= (the folder holding checkpoint.pt).")
     job = distributed.from_environment(device)
     dev = job.device() if job else get_device(device)
-    run = _Run(r, epochs, dev, job, prepare_model(model, dev), data, num_workers)
-    history = _new_history(r, data, dev, epochs, run.dtype, job)
-    if resume:
-        history = _resume(Path(out), r, epochs, run) or history
-    for epoch in range(len(history), epochs):
-        history.epochs.append(run.epoch(epoch, progress))
-        if out is not None and run.is_main:
-            save_checkpoint(Path(out) / CHECKPOINT, model, optimizer=run.opt, scheduler=run.sched,
-                            scaler=run.scaler, epoch=epoch + 1, history=history, recipe=r)
-            history.save(Path(out) / HISTORY)
-        if on_epoch_end is not None and run.is_main:
-            on_epoch_end(history)
-    run.close()
+    lock = _claim(Path(out), job, dev) if out is not None else None
+    try:
+        run = _Run(r, epochs, dev, job, prepare_model(model, dev), data, num_workers)
+        history = _new_history(r, data, dev, epochs, run.dtype, job)
+        if resume:
+            history = _resume(Path(out), r, epochs, run, data) or history
+        for epoch in range(len(history), epochs):
+            history.epochs.append(run.epoch(epoch, progress))
+            if out is not None and run.is_main:
+                save_checkpoint(Path(out) / CHECKPOINT, model, optimizer=run.opt,
+                                scheduler=run.sched, scaler=run.scaler, epoch=epoch + 1,
+                                history=history, recipe=r)
+                history.save(Path(out) / HISTORY)
+            if on_epoch_end is not None and run.is_main:
+                on_epoch_end(history)
+        run.close()
+    finally:
+        if lock is not None:
+            lock.release()
     return history
+
+
+def _claim(out: Path, job, dev: torch.device) -> FolderLock | None:
+    """Rank 0 (or the only process) locks ``out`` against a second training writing there at
+    the same time and deletes the temporary files a killed run's checkpoint write left;
+    under torchrun every rank learns whether it could, so all of them stop together."""
+    lock, error = None, None
+    if job is None or job.is_main:
+        try:
+            lock = FolderLock(out).acquire()
+            for name in (CHECKPOINT, HISTORY):
+                remove_stale_temps(out, name)
+        except (ValueError, OSError) as exc:
+            error = exc
+    if job is not None and distributed.all_sum([float(error is not None)], dev)[0]:
+        if error is None:  # another rank's (rank 0's) failure: it reports the reason
+            raise ValueError(f"rank 0 could not take {out} for this run; see its error.")
+    if error is not None:
+        raise ValueError(f"{out}: {error}") if isinstance(error, OSError) else error
+    return lock
 
 
 class _Run:
@@ -234,7 +265,8 @@ def _evaluate(model: nn.Module, split: Split, r: Recipe, dev: torch.device,
 def _new_history(r: Recipe, data: Cifar10, dev: torch.device, epochs: int,
                  dtype: torch.dtype | None, job) -> History:
     return History(recipe=r.to_dict(), device=_describe(dev),
-                   info={"data": data.source, "train_images": len(data.train),
+                   info={"data": data.source, "classes": list(data.classes),
+                         "train_images": len(data.train),
                          "test_images": len(data.test), "epochs_planned": epochs,
                          "torch": str(torch.__version__),
                          "autocast": str(dtype or torch.float32).removeprefix("torch."),
@@ -242,7 +274,7 @@ def _new_history(r: Recipe, data: Cifar10, dev: torch.device, epochs: int,
                          "backend": job.backend if job else None})
 
 
-def _resume(out: Path, r: Recipe, epochs: int, run: _Run) -> History | None:
+def _resume(out: Path, r: Recipe, epochs: int, run: _Run, data: Cifar10) -> History | None:
     """Restore model, optimizer, scheduler and scaler from ``out/checkpoint.pt`` and return
     its history; None when there is no checkpoint yet (a fresh run)."""
     if not (out / CHECKPOINT).exists():
@@ -252,16 +284,42 @@ def _resume(out: Path, r: Recipe, epochs: int, run: _Run) -> History | None:
     if saved is None or Recipe.from_dict(saved) != r:  # fields added since: defaults
         raise ValueError(f"{out / CHECKPOINT} was trained with a different recipe; "
                          "use another --out folder or the same recipe to resume.")
-    planned = state["history"]["info"].get("epochs_planned")
+    info = state["history"]["info"]
+    planned = info.get("epochs_planned")
     if planned != epochs:
         raise ValueError(f"{out / CHECKPOINT} was planned for {planned} epochs, not {epochs}; "
                          "pass the same --epochs to resume.")
+    _check_same_data(out / CHECKPOINT, info, data)
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
     run.sched.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     return History.from_dict(state["history"])
+
+
+def _check_same_data(path: Path, info: dict, data: Cifar10) -> None:
+    """Refuse to resume on other data than the checkpoint's: another source (compared as
+    resolved paths), another class list, or other split sizes (FAST vs full)."""
+    def where(source: str) -> str:
+        base, fast, _ = source.partition(" (FAST subset)")
+        if not base.startswith("torchvision:"):
+            base = os.path.realpath(base)
+        return base + fast
+
+    saved = info.get("data")
+    if saved is not None and where(saved) != where(data.source):
+        raise ValueError(f"{path} was trained on {saved}, not {data.source}; pass the same "
+                         "--data (and FAST setting) to resume, or another --out.")
+    classes = info.get("classes")
+    if classes is not None and tuple(classes) != tuple(data.classes):
+        raise ValueError(f"{path} was trained on the classes {', '.join(classes)}, not "
+                         f"{', '.join(data.classes)}; resume with the same data.")
+    sizes = (info.get("train_images"), info.get("test_images"))
+    if None not in sizes and sizes != (len(data.train), len(data.test)):
+        raise ValueError(f"{path} was trained on {sizes[0]} training and {sizes[1]} test "
+                         f"images, this data has {len(data.train)} and {len(data.test)}; "
+                         "resume with the same data and FAST setting.")
 
 
 def _describe(dev: torch.device) -> str:

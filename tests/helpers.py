@@ -32,3 +32,25 @@ def step_recipe():
     from s9lib.recipes import get_recipe
 
     return get_recipe("fast", batch_size=80, sync_bn=True, amp="off", tta_flip=False)
+
+
+def small_tree(tmp_path, per_class=3, classes=None, splits=("train", "test")):
+    """A real image-folder tree (``tmp_path/tree/cifar10-jpeg/SPLIT/CLASS/*.jpg``): the first
+    ``per_class`` JPEG files of each class in ``classes`` (default: the first three), taken
+    from the archive. Returns ``tmp_path/tree``."""
+    import tarfile
+
+    from s9lib.data import CLASSES
+
+    classes = CLASSES[:3] if classes is None else classes
+    root = tmp_path / "tree" / "cifar10-jpeg"
+    with tarfile.open(archive_path()) as tar:
+        wanted = {f"{split}/{c}/{i:04d}.jpg" for split in splits for c in classes
+                  for i in range(per_class)}
+        for m in tar:
+            rel = m.name.split("/", 1)[-1]
+            if m.isfile() and rel in wanted:
+                dest = root / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(tar.extractfile(m).read())
+    return root.parent

@@ -315,7 +315,7 @@ def test_one_shot_call_outside_with_cleans_up_even_on_error(images):
     res = cam(images[:2])
     assert res.maps["layer4"].shape == (2, 32, 32)
     assert _hook_count(model) == 0 and model.training
-    with pytest.raises(RuntimeError):  # the model itself fails: 4 channels instead of 3
+    with pytest.raises(ValueError, match="3 channels"):  # refused before the model runs
         cam(torch.zeros(2, 4, 32, 32))
     assert _hook_count(model) == 0 and model.training
     assert all(p.requires_grad for p in model.parameters())

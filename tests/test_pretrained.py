@@ -86,7 +86,7 @@ def test_export_cli_records_what_the_fp16_weights_measure(tmp_path, data):
     save_checkpoint(tmp_path / "checkpoint.pt", ResNet18().eval(), recipe=get_recipe("fast"))
 
     assert main(["export", str(tmp_path / "checkpoint.pt"), str(tmp_path / "w.pt"),
-                 "--data", str(tree), "--exact", str(exact), "--note", "cli"]) == 0
+                 "--data", f"partial:{tree}", "--exact", str(exact), "--note", "cli"]) == 0
     model = s9lib.pretrained(tmp_path / "w.pt", device="cpu")
     meta = model.meta
     assert meta["note"] == "cli" and meta["tta_flip"] is True  # the fast recipe's protocol
