@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,10 @@ from typing import Iterator, Sequence
 
 __all__ = [
     "REPOSITORY_URL",
+    "DEFAULT_REPOSITORY_URL",
+    "repository_url",
+    "write_bootstrap_cells",
+    "bootstrap_cell",
     "DEFAULT_INSTALL_SPEC",
     "BOOTSTRAP_CELL",
     "BOOK_DIR",
@@ -31,16 +36,39 @@ __all__ = [
     "main",
 ]
 
+#: ``book/`` of a source checkout (the chapters live there; an installed wheel has none).
+BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
+
+#: Where the book's source lives when no checkout says otherwise.
+DEFAULT_REPOSITORY_URL = "https://github.com/s9-book/s9-book"
+
+
+def repository_url(book_dir: str | os.PathLike = BOOK_DIR) -> str:
+    """The ``repository: url:`` of ``book/_config.yml``: the one line a fork changes.
+
+    Read with a regular expression, not YAML, so that importing this module stays cheap.
+    Without a checkout (an installed wheel, Colab): :data:`DEFAULT_REPOSITORY_URL`.
+    """
+    config = Path(book_dir) / "_config.yml"
+    if config.is_file():
+        found = re.search(r"^repository:\s*\n(?:[ \t]+.*\n)*?[ \t]+url:\s*(\S+)",
+                          config.read_text(encoding="utf-8"), re.M)
+        if found:
+            return found.group(1)
+    return DEFAULT_REPOSITORY_URL
+
+
 #: Where the book's source lives. Colab installs s9lib from here (see ``BOOTSTRAP_CELL``).
-REPOSITORY_URL = "https://github.com/s9-book/s9-book"
+REPOSITORY_URL = repository_url()
 
-#: What the bootstrap cell installs in Colab unless ``S9LIB_INSTALL_SPEC`` says otherwise.
-DEFAULT_INSTALL_SPEC = f"s9lib[book] @ git+{REPOSITORY_URL}"
+def bootstrap_cell(url: str) -> str:
+    """The Colab bootstrap cell that installs s9lib from the repository at ``url``.
 
-#: The first code cell of every chapter, verbatim. It cannot call into s9lib (in Colab s9lib
-#: is not installed yet), so it is self-contained. ``S9LIB_INSTALL_SPEC`` replaces the pip
-#: arguments (shell-split), e.g. ``"--no-deps /path/to/checkout"``; the tests use that.
-BOOTSTRAP_CELL = f'''\
+    It cannot call into s9lib (in Colab s9lib is not installed yet), so it is
+    self-contained. ``S9LIB_INSTALL_SPEC`` replaces the pip arguments (shell-split), e.g.
+    ``"--no-deps /path/to/checkout"``; the tests use that.
+    """
+    return f'''\
 # Colab bootstrap: in Google Colab, install s9lib (this book's library) first.
 import importlib, os, shlex, subprocess, sys
 try:
@@ -51,14 +79,18 @@ except ImportError:
 if IN_COLAB:
     spec = os.environ.get("S9LIB_INSTALL_SPEC")
     args = shlex.split(spec) if spec else [
-        "{DEFAULT_INSTALL_SPEC}"]
+        "s9lib[book] @ git+{url}"]
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args],
                    check=True)
     importlib.invalidate_caches()
 import s9lib'''
 
-#: ``book/`` of a source checkout (the chapters live there; an installed wheel has none).
-BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
+
+#: What the bootstrap cell installs in Colab unless ``S9LIB_INSTALL_SPEC`` says otherwise.
+DEFAULT_INSTALL_SPEC = f"s9lib[book] @ git+{REPOSITORY_URL}"
+
+#: The first code cell of every chapter, verbatim (for this checkout's repository URL).
+BOOTSTRAP_CELL = bootstrap_cell(REPOSITORY_URL)
 
 
 def chapters(book_dir: str | os.PathLike = BOOK_DIR) -> list[Path]:
@@ -180,6 +212,26 @@ def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
     return nb
 
 
+def write_bootstrap_cells(paths: Sequence[Path], url: str = REPOSITORY_URL) -> list[Path]:
+    """Make the first code cell of each chapter ``bootstrap_cell(url)``, outputs untouched.
+
+    After a fork changes ``repository: url:`` in ``_config.yml``, this carries the new URL
+    into every chapter's Colab bootstrap cell; no chapter needs re-executing. Returns the
+    notebooks it changed.
+    """
+    import nbformat
+
+    changed = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        if first.source != bootstrap_cell(url):
+            first.source = bootstrap_cell(url)
+            nbformat.write(nb, path)
+            changed.append(Path(path))
+    return changed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m s9lib.book [--fast] [CHAPTER ...]``: refresh the chapters' stored outputs."""
     parser = argparse.ArgumentParser(
@@ -191,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="FAST mode (a quick smoke run)")
     parser.add_argument("--book", default=str(BOOK_DIR), help="the book folder (default: %(default)s)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--bootstrap-only", action="store_true",
+                        help="only rewrite each chapter's Colab bootstrap cell (after a fork "
+                        "changed repository: url: in book/_config.yml); executes nothing")
     args = parser.parse_args(argv)
     try:
         paths = [Path(p) for p in args.chapters] or chapters(args.book)
@@ -204,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    if args.bootstrap_only:
+        url = repository_url(args.book)
+        changed = write_bootstrap_cells(paths, url)
+        print(f"bootstrap cells now install from {url}: {len(changed)} of "
+              f"{len(paths)} chapters changed", file=sys.stderr)
+        return 0
     for path in paths:
         start = time.perf_counter()
         execute_chapter(path, fast=args.fast, timeout=args.timeout)

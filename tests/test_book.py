@@ -239,3 +239,25 @@ def test_sliders_work_in_a_browser(built: Path, tmp_path: Path):
     assert re.search(r"; (\d+) of \1 tabs showed their own frames", explorer), proc.stdout
     for name in ["intro", *[p.stem for p in CHAPTERS]]:
         assert (tmp_path / f"{name}.png").exists()
+
+
+def test_a_fork_changes_one_line_and_the_bootstrap_cells_follow(tmp_path):
+    """A fork edits `repository: url:` in _config.yml; `python -m s9lib.book --bootstrap-only`
+    carries it into every chapter's Colab cell, leaving the stored outputs alone."""
+    import shutil
+
+    from s9lib.book import bootstrap_cell, main, repository_url
+
+    fork = "https://github.com/someone/s9-book-fork"
+    for name in ["_config.yml", "_toc.yml"] + [p.name for p in CHAPTERS]:
+        shutil.copy(BOOK / name, tmp_path / name)
+    config = tmp_path / "_config.yml"
+    config.write_text(config.read_text().replace(REPOSITORY_URL, fork, 1))
+    assert repository_url(tmp_path) == fork and repository_url(BOOK) == REPOSITORY_URL
+    assert main(["--book", str(tmp_path), "--bootstrap-only"]) == 0
+    for path in CHAPTERS:
+        before, after = _read(path), _read(tmp_path / path.name)
+        assert _code_cells(after)[0].source == bootstrap_cell(fork)
+        assert fork in _code_cells(after)[0].source and REPOSITORY_URL not in _code_cells(after)[0].source
+        assert [c.get("outputs") for c in _code_cells(after)[1:]] == [
+            c.get("outputs") for c in _code_cells(before)[1:]]
