@@ -265,13 +265,23 @@ def _evaluate(model: nn.Module, split: Split, r: Recipe, dev: torch.device,
 def _new_history(r: Recipe, data: Cifar10, dev: torch.device, epochs: int,
                  dtype: torch.dtype | None, job) -> History:
     return History(recipe=r.to_dict(), device=_describe(dev),
-                   info={"data": data.source, "classes": list(data.classes),
+                   info={"data": _portable(data.source), "classes": list(data.classes),
                          "train_images": len(data.train),
                          "test_images": len(data.test), "epochs_planned": epochs,
                          "torch": str(torch.__version__),
                          "autocast": str(dtype or torch.float32).removeprefix("torch."),
                          "world_size": job.world_size if job else 1,
                          "backend": job.backend if job else None})
+
+
+def _portable(source: str) -> str:
+    """``source`` as a history records it: a local path relative to the working directory
+    (``../shared/data/...`` from a checkout), so a committed history names no one's machine.
+    ``_check_same_data`` resolves it against the working directory again on ``--resume``."""
+    base, fast, rest = source.partition(" (FAST subset)")
+    if os.path.isabs(base) and os.path.exists(base):
+        base = os.path.relpath(base)
+    return base + fast + rest
 
 
 def _resume(out: Path, r: Recipe, epochs: int, run: _Run, data: Cifar10) -> History | None:

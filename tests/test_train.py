@@ -314,3 +314,23 @@ def test_atomic_write_gives_the_permissions_of_an_ordinary_write(tmp_path):
         assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
     finally:
         os.umask(old)
+
+
+def test_history_names_the_data_relative_to_the_working_directory(monkeypatch, tmp_path):
+    """A committed history must not carry an absolute path of the machine that made it."""
+    import os
+
+    from helpers import REPO, archive_path
+
+    monkeypatch.chdir(REPO)
+    data = cifar(train_per_class=2, test_per_class=1)
+    assert os.path.isabs(data.source.partition(" (")[0])  # as given: absolute
+    history = fit(_model(), data, get_recipe("seed", batch_size=20), epochs=1, device=CPU,
+                  out=tmp_path, progress=False)
+    recorded = history.info["data"].partition(" (")[0]
+    assert not os.path.isabs(recorded)
+    assert os.path.realpath(recorded) == os.path.realpath(archive_path())
+    # and a resume from the same working directory accepts it as the same data
+    again = fit(_model(), data, get_recipe("seed", batch_size=20), epochs=1, device=CPU,
+                out=tmp_path, resume=True, progress=False)
+    assert len(again) == 1
