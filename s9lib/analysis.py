@@ -20,7 +20,7 @@ from .data import Split
 from .inputs import normalization_of, preprocess
 from .runtime import amp_dtype, autocast, get_device
 
-__all__ = ["predict", "evaluate", "probabilities", "per_class_accuracy", "Mistakes",
+__all__ = ["predict", "logits_of", "evaluate", "probabilities", "per_class_accuracy", "Mistakes",
            "misclassified"]
 
 
@@ -56,6 +56,24 @@ def predict(model: nn.Module, images: np.ndarray | Split, *, device=None, batch_
     finally:
         model.train(was_training)
     return torch.cat(outs).numpy() if outs else np.zeros((0, 10), np.float32)
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """float32 logits (N, C) on the CPU for already normalised images ``x`` (N, 3, H, W),
+    in eval mode and in batches on the model's device; the model's mode is restored.
+
+    :func:`predict` starts from uint8 pixels; the explanation metrics (``sanity``,
+    ``removal``) hold normalised, edited images and come here.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
 
 
 def evaluate(model: nn.Module, split: Split, **kwargs) -> tuple[float, float]:

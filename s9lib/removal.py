@@ -50,6 +50,7 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 from torch import nn
 
+from .analysis import logits_of
 from .inputs import preprocess
 from .sanity import Stat, predicted_classes
 
@@ -116,21 +117,11 @@ def blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
 # --------------------------------------------------------------------------- probabilities
 
 
-@torch.no_grad()
 def _class_probs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
                  batch_size: int) -> torch.Tensor:
-    """p(target) for normalised images ``x`` (N, 3, H, W), in batches, on the CPU."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for i in range(0, len(x), batch_size):
-            probs = torch.softmax(model(x[i:i + batch_size].to(device)).float(), dim=1)
-            out.append(probs.gather(1, targets[i:i + batch_size, None].to(device))[:, 0].cpu())
-        return torch.cat(out)
-    finally:
-        model.train(was_training)
+    """p(target) for normalised images ``x`` (N, 3, H, W), on the CPU."""
+    probs = torch.softmax(logits_of(model, x, batch_size), dim=1)
+    return probs.gather(1, targets[:, None].cpu())[:, 0]
 
 
 def _prepare(model, images_uint8, maps, targets, batch_size):

@@ -41,6 +41,7 @@ from scipy.stats import rankdata
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from .analysis import logits_of
 from .cam import METHODS, explain
 
 __all__ = ["CASCADE", "randomise_", "cascade", "spearman", "ssim", "Stat", "SanityReport",
@@ -185,19 +186,11 @@ def _maps(model, images, layer, methods, targets, batch_size) -> dict[str, torch
     return out
 
 
-@torch.no_grad()
 def predicted_classes(model: nn.Module, images: torch.Tensor, batch_size: int = 256
                       ) -> torch.Tensor:
     """The model's predicted class for normalised ``images`` (N, 3, H, W), in eval mode and in
     batches, as a (N,) CPU tensor; the model's train/eval mode is restored."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu()
-                          for i in range(0, len(images), batch_size)])
-    finally:
-        model.train(was_training)
+    return logits_of(model, images, batch_size).argmax(1)
 
 
 def cascading_randomisation(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
