@@ -112,7 +112,7 @@ def test_chapter_conventions(path: Path):
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert re.match(r"#\s+\S", nb.cells[0].source), "the first cell must be the # title"
     assert re.search(r"^##\s+Summary\s*$", markdown, re.M), "no '## Summary' section"
-    exercises = re.search(r"^##\s+Exercises\s*$(.*)", markdown, re.M | re.S)
+    exercises = re.search(r"^##\s+Exercises\s*$(.*?)(?=^##\s|\Z)", markdown, re.M | re.S)
     assert exercises, "no '## Exercises' section"
     n_exercises = len(re.findall(r"^\d+\.\s", exercises.group(1), re.M))
     assert 2 <= n_exercises <= 4, f"{n_exercises} exercises; the book asks for 2 to 4"
@@ -121,6 +121,37 @@ def test_chapter_conventions(path: Path):
     assert all(c.outputs for c in checked), "a NBVAL_CHECK_OUTPUT cell has no stored output"
     assert not re.search(r"\binteract(ive)?\b", "\n".join(c.source for c in code)), (
         "no `interact`: it needs a kernel; use s9lib.widgets (precomputed frames + jslink)")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_exercise_has_a_folded_solution(path: Path):
+    # After "## Exercises" comes "## Solutions": per exercise N, optional code cells that
+    # start with "# Solution to exercise N" (tagged hide-cell: a toggle in the HTML book,
+    # collapsed in JupyterLab), then one markdown cell folded in <details> "Solution N".
+    nb = _read(path)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    exercises = re.search(r"^##\s+Exercises\s*$(.*?)(?=^##\s|\Z)", markdown, re.M | re.S)
+    n_exercises = len(re.findall(r"^\d+\.\s", exercises.group(1), re.M))
+    start = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                  and re.search(r"^##\s+Solutions\s*$", c.source, re.M)), None)
+    assert start is not None, "no '## Solutions' section after the exercises"
+    answers, coded = [], set()
+    for cell in nb.cells[start + 1:]:
+        if cell.cell_type == "markdown":
+            text = cell.source.strip()
+            found = re.match(r"<details>\s*<summary><b>Solution (\d+)</b></summary>", text)
+            assert found and text.endswith("</details>"), (
+                f"a markdown cell in Solutions is not one folded solution: {text[:60]!r}")
+            answers.append(int(found.group(1)))
+        else:
+            found = re.match(r"# Solution to exercise (\d+)\b", cell.source)
+            assert found, f"a code cell in Solutions does not name its exercise: {cell.source[:60]!r}"
+            assert "hide-cell" in cell.metadata.get("tags", []), (
+                f"solution code for exercise {found.group(1)} is not folded (tag hide-cell)")
+            coded.add(int(found.group(1)))
+    assert answers == list(range(1, n_exercises + 1)), (
+        f"solutions {answers} for exercises 1..{n_exercises}")
+    assert coded <= set(answers)
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
