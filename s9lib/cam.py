@@ -80,14 +80,20 @@ __all__ = [
     "gradcam_weights",
     "gradcampp_weights",
     "gradcampp_seed_bug_weights",
+    "GRADCAMPP_EPS",
+    "PYTORCH_GRAD_CAM_PP_EPS",
     "map_correlation",
     "xgradcam_weights",
     "eigencam_projection",
     "check_images",
 ]
 
-#: pytorch-grad-cam's epsilon in the GradCAM++ denominator (kept so raw maps agree with it).
-GRADCAMPP_EPS = 1e-6
+#: GradCAM++'s default epsilon: none. Eq. 19 needs no guard where it counts (chapter 5): at a
+#: cell with g > 0 after a ReLU the denominator is at least 2 g^2 > 0, and an epsilon would
+#: make the map depend on how the layer's activations are scaled (measured there).
+GRADCAMPP_EPS = 0.0
+#: pytorch-grad-cam's epsilon in its GradCAM++ denominator (pass it to compare maps with it).
+PYTORCH_GRAD_CAM_PP_EPS = 1e-6
 #: pytorch-grad-cam's epsilon in the XGradCAM denominator (likewise).
 XGRADCAM_EPS = 1e-7
 
@@ -141,16 +147,17 @@ def gradcampp_weights(activations: torch.Tensor, grads: torch.Tensor,
                       eps: float = GRADCAMPP_EPS) -> torch.Tensor:
     """GradCAM++ Eq. 19 with ``g = dy_c/dA`` (the score's gradient, so no ``exp(y_c)``).
 
-    ``eps`` and the ``where(g != 0)`` are pytorch-grad-cam's: eps keeps the denominator off
-    zero, and alpha is zeroed where the gradient is exactly zero (0/eps would be 0 anyway,
-    the ``where`` makes that explicit and NaN-proof).
+    Only cells with ``g > 0`` count (the ReLU of Eq. 1 zeroes the rest), so a zero or 0/0
+    denominator at the other cells never enters the sum. ``eps`` (default 0, exact Eq. 19) is
+    added to the denominator; pass :data:`PYTORCH_GRAD_CAM_PP_EPS` to reproduce
+    pytorch-grad-cam's maps. A denominator that is exactly zero at a counted cell (possible
+    only where ``sum_ab A_ab < 0``, i.e. at a layer that is not a ReLU's output) counts as 0.
     """
     g2 = grads * grads
-    g3 = g2 * grads
-    sum_a = activations.sum(dim=(2, 3), keepdim=True)
-    alpha = g2 / (2 * g2 + sum_a * g3 + eps)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    return (alpha * grads.clamp(min=0)).sum(dim=(2, 3))
+    denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g2 * grads + eps
+    counted = (grads > 0) & (denominator != 0)
+    beta = g2 / torch.where(counted, denominator, torch.ones_like(denominator))
+    return torch.where(counted, beta * grads, torch.zeros_like(beta)).sum(dim=(2, 3))
 
 
 def gradcampp_seed_bug_weights(activations: torch.Tensor, grads: torch.Tensor,
@@ -163,9 +170,10 @@ def gradcampp_seed_bug_weights(activations: torch.Tensor, grads: torch.Tensor,
     """
     g2 = grads * grads
     wrong_sum = (activations * g2 * grads).sum(dim=(2, 3), keepdim=True)
-    alpha = g2 / (2 * g2 + wrong_sum + eps)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    return (alpha * grads.clamp(min=0)).sum(dim=(2, 3))
+    denominator = 2 * g2 + wrong_sum + eps
+    counted = (grads > 0) & (denominator != 0)
+    beta = g2 / torch.where(counted, denominator, torch.ones_like(denominator))
+    return torch.where(counted, beta * grads, torch.zeros_like(beta)).sum(dim=(2, 3))
 
 
 def xgradcam_weights(activations: torch.Tensor, grads: torch.Tensor,
@@ -549,8 +557,14 @@ class GradCAMPlusPlus(BaseCAM):
 
     name = "gradcam++"
 
+    def __init__(self, model: nn.Module,
+                 layers: str | nn.Module | Sequence[str | nn.Module] = ("layer4",),
+                 eps: float = GRADCAMPP_EPS) -> None:
+        super().__init__(model, layers)
+        self.eps = eps  # 0: Eq. 19 exactly; PYTORCH_GRAD_CAM_PP_EPS: pytorch-grad-cam's maps
+
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        return gradcampp_weights(activations, grads)
+        return gradcampp_weights(activations, grads, eps=self.eps)
 
 
 class XGradCAM(BaseCAM):

@@ -36,6 +36,7 @@ __all__ = [
     "accuracy_vs_time",
     "per_class_bars",
     "image_grid",
+    "panel_rows",
 ]
 
 TITLE = 12  # axes titles
@@ -116,9 +117,11 @@ def overlay(image, cam_map, alpha: float = 0.5) -> np.ndarray:
 # --------------------------------------------------------------------------- helpers
 
 
-def _figure(ncols: int, nrows: int, cell: float, extra_height: float = 0.0) -> Figure:
-    cell = min(cell, MAX_WIDTH / max(ncols, 1))
-    return Figure(figsize=(cell * ncols, cell * nrows + extra_height), layout="constrained")
+def _figure(ncols: int, nrows: int, cell: float, extra_height: float = 0.0,
+            label_width: float = 0.0) -> Figure:
+    cell = min(cell, (MAX_WIDTH - label_width) / max(ncols, 1))
+    return Figure(figsize=(cell * ncols + label_width, cell * nrows + extra_height),
+                  layout="constrained")
 
 
 def _show(ax, image, title: str | None = None, color: str = "black",
@@ -130,6 +133,13 @@ def _show(ax, image, title: str | None = None, color: str = "black",
         spine.set_visible(False)
     if title:
         ax.set_title(title, fontsize=TITLE, color=color)
+
+
+def _row_label(ax, text: str, color: str = "black") -> None:
+    """A row's label, left of its first panel and centred on it: it cannot be read as the
+    caption of the row above or below (titles stacked between rows can)."""
+    ax.set_ylabel(text, rotation=0, ha="right", va="center", labelpad=8, fontsize=LABEL,
+                  color=color)
 
 
 def _class_name(classes: Sequence[str], i: int) -> str:
@@ -162,9 +172,9 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
     """One row per image: the image, then for each layer its heatmap and its overlay.
 
     ``images``: what the CAMs were computed for, for display (uint8 (B, H, W, 3) or float in
-    [0, 1]; see ``s9lib.augment.denormalize``). ``result``: a ``CamResult``. The image's
-    title gives the predicted class and its probability (and the true class with ``true``,
-    red when wrong; and the explained class when ``targets`` was not the prediction).
+    [0, 1]; see ``s9lib.augment.denormalize``). ``result``: a ``CamResult``. Each row's label,
+    left of the image, gives the predicted class and its probability (and the true class with
+    ``true``, red when wrong; and the explained class when ``targets`` was not the prediction).
     ``heatmaps=False`` shows overlays only.
     """
     layers = _layers_of(result, layers)
@@ -173,7 +183,7 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
     targets = _numpy(result.targets).astype(int)
     per_layer = 2 if heatmaps else 1
     ncols = 1 + per_layer * len(layers)
-    fig = _figure(ncols, n, cell, extra_height=0.3)
+    fig = _figure(ncols, n, cell, extra_height=0.3, label_width=1.6)
     axes = fig.subplots(n, ncols, squeeze=False)
     for i in range(n):
         img = _as_float_rgb(images[i])
@@ -185,7 +195,8 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
             color = "black" if int(true[i]) == pred else "crimson"
         if targets[i] != pred:
             title += f"\nexplains: {_class_name(classes, targets[i])}"
-        _show(axes[i, 0], img, title, color)
+        _show(axes[i, 0], img)
+        _row_label(axes[i, 0], title, color)
         for j, name in enumerate(layers):
             cam = _numpy(result.maps[name][i])
             col = 1 + per_layer * j
@@ -417,6 +428,51 @@ def per_class_bars(acc, classes: Sequence[str] = CLASSES, *,
 
 
 # --------------------------------------------------------------------------- grids
+
+
+def panel_rows(rows, row_labels: Sequence[str] | None = None,
+               col_titles: Sequence[str] | None = None, *,
+               row_colors: Sequence[str] | None = None, notes=None, cell: float = 1.6,
+               suptitle: str | None = None) -> Figure:
+    """Rows of images that belong together: ``rows[r][c]``, uint8 or float [0, 1] (H, W, 3).
+
+    The book's layout for "one image per row, several views of it": each row's label sits
+    left of its first panel (``row_colors`` to mark, say, a wrong prediction in red), and
+    column titles only above the first row, so no caption can be read as belonging to the
+    neighbouring row. ``notes[r][c]``: a short text per panel (a score), drawn *inside* the
+    panel's bottom edge for the same reason; ``None`` or ``""`` for none, or a
+    ``(text, colour)`` pair. Panels are drawn with nearest upsampling.
+    """
+    n_rows = len(rows)
+    if n_rows == 0 or any(len(r) != len(rows[0]) for r in rows):
+        raise ValueError("panel_rows needs at least one row, and rows of equal length.")
+    for name, given in (("row_labels", row_labels), ("row_colors", row_colors)):
+        if given is not None and len(given) != n_rows:
+            raise ValueError(f"{len(given)} {name} for {n_rows} rows.")
+    n_cols = len(rows[0])
+    if notes is not None and (len(notes) != n_rows or any(len(n) != n_cols for n in notes)):
+        raise ValueError(f"notes must be {n_rows} rows of {n_cols}, like the images.")
+    if col_titles is not None and len(col_titles) != n_cols:
+        raise ValueError(f"{len(col_titles)} col_titles for {n_cols} columns.")
+    labelled = row_labels is not None
+    fig = _figure(n_cols, n_rows, cell, label_width=1.6 if labelled else 0.0,
+                  extra_height=(0.5 if col_titles else 0) + (0.4 if suptitle else 0))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            _show(axes[r, c], _as_float_rgb(image),
+                  col_titles[c] if (col_titles is not None and r == 0) else None)
+            note = notes[r][c] if notes is not None else None
+            if note:
+                text, color = note if isinstance(note, tuple) else (note, "black")
+                axes[r, c].text(0.5, 0.03, text, transform=axes[r, c].transAxes, ha="center",
+                                va="bottom", fontsize=LABEL - 1, color=color,
+                                bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1.5))
+        if labelled:
+            _row_label(axes[r, 0], row_labels[r], row_colors[r] if row_colors else "black")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=SUPTITLE)
+    return fig
 
 
 def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, *,

@@ -164,6 +164,11 @@ def test_chapter_has_stored_outputs_from_a_full_run(path: Path):
     assert counts == list(range(1, len(code) + 1)), "outputs are not from one top-to-bottom run"
     outputs = [o for c in code for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"], "a stored output is an error"
+    undrawn = [i for i, c in enumerate(code) for o in c.outputs
+               if "<Figure size" in o.get("data", {}).get("text/plain", "")
+               and "image/png" not in o.get("data", {})]
+    assert not undrawn, (f"code cells {undrawn} end with a Figure that was stored as text, not "
+                         "drawn: start the chapter with `%matplotlib inline`")
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "mode:     full" in text, (
         "stored outputs must come from a full run that prints s9lib.book.run_info(); "

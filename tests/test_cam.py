@@ -17,7 +17,8 @@ from torch import nn
 
 
 from s9lib import augment as aug
-from s9lib.cam import (METHODS, GradCAM, GradCAMPlusPlus, explain, gradcampp_seed_bug_weights,
+from s9lib.cam import (METHODS, PYTORCH_GRAD_CAM_PP_EPS, GradCAM, GradCAMPlusPlus, explain,
+                       gradcampp_seed_bug_weights,
                        gradcampp_weights, normalize_maps, xgradcam_weights)
 from s9lib.models import ResNet18
 
@@ -116,7 +117,9 @@ def test_raw_maps_agree_with_pytorch_grad_cam(model, images, method, given):
     inside = ["layer4.0", "layer4.1.conv2"]
     layers = ["layer2", "layer3", *inside, "layer4"]
     targets = list(range(BATCH))[::-1] if given else None
-    res = METHODS[method](model, layers)(images, targets)  # all five layers in one call
+    # GradCAM++ with pytorch-grad-cam's epsilon (s9lib's default is none: chapter 5).
+    options = {"eps": PYTORCH_GRAD_CAM_PP_EPS} if method == "gradcam++" else {}
+    res = METHODS[method](model, layers, **options)(images, targets)  # five layers, one call
     refs = _reference_raw(model, method, layers, images, targets)
     assert max(refs[layer].max() for layer in inside) > 0
     for layer in layers:
@@ -277,8 +280,31 @@ def test_seed_bug_weights_differ_from_eq19():
     assert not torch.allclose(right, wrong)
     # Eq. 19 by hand for one channel: alpha_ij = g^2 / (2 g^2 + sum(A) g^3)
     g0, a0 = g[0, 0].double(), a[0, 0].double()
-    alpha = g0**2 / (2 * g0**2 + a0.sum() * g0**3 + 1e-6)
+    alpha = g0**2 / (2 * g0**2 + a0.sum() * g0**3)  # no epsilon: s9lib's default
     assert torch.isclose(right[0, 0].double(), (alpha * g0.clamp(min=0)).sum(), rtol=1e-5)
+
+
+def test_gradcampp_maps_do_not_depend_on_how_a_layer_is_scaled(model, images):
+    # Scaling layer3's output by a and layer4's input weights by 1/a computes the same
+    # function; its activations become a*A and its gradients g/a. Eq. 19 without epsilon
+    # gives the same map (beta depends on sum(A)*g only); pytorch-grad-cam's epsilon does not,
+    # on the shipped model, whose layer3 gradients are ~1e-3 (2 g^2 comparable to 1e-6).
+    kept = []
+    handle = model.layer3.register_forward_hook(lambda module, inputs, out: kept.append(out))
+    try:
+        logits = model.eval()(images[:8])
+    finally:
+        handle.remove()
+    score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+    A, (g,) = kept[0].detach(), torch.autograd.grad(score, kept)
+    for eps, same in ((0.0, True), (PYTORCH_GRAD_CAM_PP_EPS, False)):
+        for a in (0.1, 10.0):
+            base = torch.einsum("bk,bkhw->bhw", gradcampp_weights(A, g, eps=eps), A)
+            scaled = torch.einsum("bk,bkhw->bhw", gradcampp_weights(a * A, g / a, eps=eps), a * A)
+            assert torch.isfinite(base).all()
+            close = torch.allclose(normalize_maps(base.relu()), normalize_maps(scaled.relu()),
+                                   atol=1e-4)
+            assert close == same, f"eps={eps}, a={a}"
 
 
 # --------------------------------------------------------------------------- hygiene

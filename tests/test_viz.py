@@ -89,7 +89,10 @@ def test_cam_grid_axes():
     fig = viz.cam_grid(_images(3), _result(3), LAYERS, true=[0, 1, 2])
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 3 * (1 + 2 * len(LAYERS))
-    assert "%" in fig.axes[0].get_title()
+    ncols = 1 + 2 * len(LAYERS)
+    for row in range(3):  # each row's label is left of its own image: true and predicted
+        label = fig.axes[row * ncols].get_ylabel()
+        assert "%" in label and "true: " in label
     fig = viz.cam_grid(_images(3), _result(3), "layer4", heatmaps=False)
     assert len(fig.axes) == 3 * 2
     assert _renders(fig)
@@ -100,7 +103,27 @@ def test_cam_grid_says_when_the_explained_class_is_not_the_prediction():
     other = (res.logits.argmax(1) + 1) % 10
     res.targets = other
     fig = viz.cam_grid(_images(2), res, LAYERS)
-    assert "explains" in fig.axes[0].get_title()
+    assert "explains" in fig.axes[0].get_ylabel()
+
+
+def test_panel_rows_labels_rows_on_the_left_and_titles_only_the_first_row():
+    rows = [list(_images(3)) for _ in range(2)]
+    notes = [["1%", "", None], [("2%", "green"), "3%", "4%"]]
+    fig = viz.panel_rows(rows, ["first", "second"], ["a", "b", "c"], row_colors=["black", "red"],
+                         notes=notes)
+    assert len(fig.axes) == 6
+    assert [[t.get_text() for t in ax.texts] for ax in fig.axes] == [
+        ["1%"], [], [], ["2%"], ["3%"], ["4%"]]
+    assert [ax.get_ylabel() for ax in fig.axes[::3]] == ["first", "second"]
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c", "", "", ""]
+    assert fig.get_size_inches()[0] <= viz.MAX_WIDTH
+    assert _renders(fig)
+    with pytest.raises(ValueError, match="3 row_labels for 2 rows"):
+        viz.panel_rows(rows, ["x", "y", "z"])
+    with pytest.raises(ValueError, match="notes must be 2 rows of 3"):
+        viz.panel_rows(rows, notes=[["x"] * 3])
+    with pytest.raises(ValueError, match="equal length"):
+        viz.panel_rows([rows[0], rows[1][:2]])
 
 
 def test_cam_grid_unknown_layer():
