@@ -124,6 +124,17 @@ def test_chapter_conventions(path: Path):
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_inline_math_is_balanced(path: Path):
+    # An odd number of `$` in a cell (outside code and $$ blocks) means a formula lost its
+    # opening or closing dollar, and the rest of the paragraph renders as math or as TeX.
+    for i, cell in enumerate(_read(path).cells):
+        if cell.cell_type != "markdown":
+            continue
+        text = re.sub(r"```.*?```|`[^`]*`", "", cell.source, flags=re.S).replace("$$", "")
+        assert text.count("$") % 2 == 0, f"cell {i}: unbalanced $ in {text[:80]!r}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_every_exercise_has_a_folded_solution(path: Path):
     # After "## Exercises" comes "## Solutions": per exercise N, optional code cells that
     # start with "# Solution to exercise N" (tagged hide-cell: a toggle in the HTML book,
