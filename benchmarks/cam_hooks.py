@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from s9lib.cam import GradCAM, GradCAMPlusPlus, explain
+from s9lib.explain.cam import GradCAM, GradCAMPlusPlus, explain
 from s9lib.models import ResNet18
 
 LAYERS = ["layer3", "layer4"]

@@ -8,7 +8,7 @@ at most 0.5x grad-cam's time.
 
     python benchmarks/cam_speed.py [--batch 32] [--repeats 5] [--threads N] [--methods a,b]
 
-Every method in ``s9lib.cam.METHODS`` against its pytorch-grad-cam class (EigenCAM against
+Every method in ``s9lib.explain.cam.METHODS`` against its pytorch-grad-cam class (EigenCAM against
 plain ``pgc.EigenCAM``, whose only difference is that it skips our sign rule). EigenCAM needs
 no backward pass in either library.
 
@@ -26,8 +26,8 @@ import time
 import torch
 
 import pytorch_grad_cam as pgc
-from s9lib import augment as aug
-from s9lib.cam import METHODS
+from s9lib.data import augment as aug
+from s9lib.explain.cam import METHODS
 from s9lib.models import ResNet18
 
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]

@@ -21,7 +21,7 @@ import torch
 
 from s9lib.checkpoints import load
 from s9lib.data import load_cifar10
-from s9lib.analysis import predict
+from s9lib.inference import predict
 
 
 def main() -> None:

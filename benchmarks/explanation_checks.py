@@ -7,12 +7,12 @@ On the first ``--images`` images of a class-balanced, class-interleaved test sub
 (``data.test.subset``, seed 0; ``S9LIB_DATA`` says where CIFAR-10 is), explaining the shipped
 model's prediction for each image at ``--layer``:
 
-1. Cascading model-parameter randomisation (Adebayo et al. 2018, ``s9lib.sanity``): Spearman
+1. Cascading model-parameter randomisation (Adebayo et al. 2018, ``s9lib.evaluate.sanity``): Spearman
    and SSIM between each method's maps on the trained model and after re-initialising
    ``linear``, ``+layer4``, ... ``+stem``; a floor from maps of unrelated images.
-2. Deletion AUC, insertion AUC (RISE) and ROAD MoRF / LeRF (``s9lib.removal``) for each method
-   plus two content-free baselines: ``random`` (``s9lib.faithfulness.random_maps``: noise on
-   the layer's grid, upsampled like a CAM) and ``centre`` (``s9lib.removal.centre_maps``).
+2. Deletion AUC, insertion AUC (RISE) and ROAD MoRF / LeRF (``s9lib.evaluate.removal``) for each method
+   plus two content-free baselines: ``random`` (``s9lib.evaluate.faithfulness.random_maps``: noise on
+   the layer's grid, upsampled like a CAM) and ``centre`` (``s9lib.evaluate.removal.centre_maps``).
 
 Methods whose maps are equal to 1e-6 (GradCAM, XGradCAM and HiResCAM at ``layer4`` of this
 model, whose gradient is constant over the cells) are scored once and marked ``same_maps_as``.
@@ -33,13 +33,13 @@ from pathlib import Path
 import torch
 
 from s9lib import get_device, pretrained
-from s9lib.cam import METHODS, explain
+from s9lib.explain.cam import METHODS, explain
 from s9lib.data import load_cifar10
-from s9lib.faithfulness import random_maps
-from s9lib.inputs import preprocess
-from s9lib.removal import (BLUR_SIGMA, DEFAULT_FRACTIONS, DEFAULT_STEPS, centre_maps,
+from s9lib.evaluate.faithfulness import random_maps
+from s9lib.data.inputs import preprocess
+from s9lib.evaluate.removal import (BLUR_SIGMA, DEFAULT_FRACTIONS, DEFAULT_STEPS, centre_maps,
                            removal_report)
-from s9lib.sanity import cascading_randomisation, predicted_classes
+from s9lib.evaluate.sanity import cascading_randomisation, predicted_classes
 
 
 def parse_args() -> argparse.Namespace:

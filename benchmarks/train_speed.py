@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s9lib import augment, get_device, seed_everything
-from s9lib.batches import DeviceBatches, LoaderBatches
+from s9lib.data import augment
+from s9lib import get_device, seed_everything
+from s9lib.training.batches import DeviceBatches, LoaderBatches
 from s9lib.data import Split, load_cifar10
 from s9lib.models import ResNet18
 from s9lib.runtime import amp_dtype, cpu_bf16_flags
-from s9lib.history import History
-from s9lib.train import train_step
+from s9lib.training.history import History
+from s9lib.training.loop import train_step
 
 
 def _sync(device):
@@ -41,7 +42,7 @@ def _sync(device):
 
 def model_step_rate(device, batch_size, steps, channels_last, dtype=None,
                     compile_model=False) -> float:
-    """Images/s of ``s9lib.train.train_step`` (forward + backward + SGD) on a fixed random
+    """Images/s of ``s9lib.training.loop.train_step`` (forward + backward + SGD) on a fixed random
     batch (no data loading), under ``dtype`` autocast (None: float32)."""
     seed_everything(0)
     model = ResNet18().to(device)

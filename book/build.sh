@@ -6,7 +6,7 @@
 # Installs the pinned ipywidgets HTML manager and MathJax (npm ci, package-lock.json) when
 # book/node_modules is missing, then builds with warnings as errors (-W) and nitpicky
 # references (-n). Output: OUTPUT_DIR/_build/html (default: book/_build/html). Notebooks are
-# not executed here; their stored outputs come from `python -m s9lib.book`.
+# not executed here; their stored outputs come from `python -m s9lib.show.book`.
 set -euo pipefail
 BOOK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="${1:-$BOOK}"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import runtime
-from .recipes import RECIPES
+from .training.recipes import RECIPES
 
 # Each subcommand registers itself here with @subcommand: name -> (help, add_arguments),
 # where add_arguments(parser) adds its flags and returns the function that runs it.
@@ -68,10 +68,10 @@ def _run_train(args) -> int:
 
     if args.fast:
         os.environ["S9LIB_FAST"] = "1"
-    from .data import load_cifar10
+    from .data.cifar import load_cifar10
     from .models import ResNet18
-    from .recipes import get_recipe
-    from .train import fit
+    from .training.recipes import get_recipe
+    from .training.loop import fit
 
     _check_train_args(args)
     overrides = {k: v for k, v in (("seed", args.seed), ("amp", args.amp),
@@ -99,7 +99,7 @@ def _check_train_args(args) -> None:
     """
     from .checkpoints import CHECKPOINT
     from .files import check_writable_folder
-    from .history import HISTORY
+    from .training.history import HISTORY
 
     for flag, value, least in (("--epochs", args.epochs, 1), ("--seed", args.seed, 0),
                                ("--workers", args.workers, 0)):
@@ -124,7 +124,7 @@ def _check_train_args(args) -> None:
 
 def _describe_run(out: Path, found: list[str]) -> str:
     """'history.json: 3 of 60 epochs, recipe seed' (or just the files) for a refusal."""
-    from .history import HISTORY, History
+    from .training.history import HISTORY, History
 
     try:
         h = History.load(out / HISTORY)
@@ -161,8 +161,8 @@ def _faithfulness(parser: argparse.ArgumentParser):
 
         if args.fast:
             os.environ["S9LIB_FAST"] = "1"
-        from .data import load_cifar10
-        from .faithfulness import faithfulness, format_report
+        from .data.cifar import load_cifar10
+        from .evaluate.faithfulness import faithfulness, format_report
 
         from .checkpoints import load
         from .files import atomic_write
@@ -238,7 +238,7 @@ def _gradcam(parser: argparse.ArgumentParser):
 
 def _load_photos(names: list[str]) -> tuple[list, int]:
     """(path, uint8 photo) for each readable file; an error line for each other one."""
-    from .images import load_image
+    from .data.photos import load_image
 
     photos, failed = [], 0
     for name in names:
@@ -252,11 +252,11 @@ def _load_photos(names: list[str]) -> tuple[list, int]:
 
 def _explain_photos(model, chunk: list, args, out: Path, used: set[str]) -> list[Path]:
     """One batched CAM call for ``chunk``, one report PNG per photo; returns the paths."""
-    from .cam import explain
-    from .data import CLASSES
-    from .images import center_crop_box, to_cifar
-    from .inputs import preprocess
-    from .viz import gradcam_report
+    from .explain.cam import explain
+    from .data.cifar import CLASSES
+    from .data.photos import center_crop_box, to_cifar
+    from .data.inputs import preprocess
+    from .show.viz import gradcam_report
 
     crops = [to_cifar(photo) for _, photo in chunk]
     result = explain(model, preprocess(crops, model=model), layers=args.layers,
@@ -341,8 +341,8 @@ def _measure_export(model, data: str | None, exact: tuple | None) -> dict:
     """The accuracies an export records: CIFAR-10's test split and, optionally, ``exact``."""
     import torch
 
-    from .analysis import predict
-    from .data import load_cifar10
+    from .inference import predict
+    from .data.cifar import load_cifar10
 
     tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))  # as the run evaluated
 

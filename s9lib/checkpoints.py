@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .files import atomic_write, check_writable_file
-from .inputs import normalization_of
+from .data.inputs import normalization_of
 from .models import ResNet18
 from .runtime import get_device
 

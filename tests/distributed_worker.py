@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 import s9lib
-from s9lib import train
+from s9lib.training import loop as train
 from s9lib.models import ResNet18
 
 from helpers import cifar, step_recipe  # tests/ is on PYTHONPATH (test_distributed.py)
@@ -29,8 +29,8 @@ def grad64(out: str) -> None:
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    from s9lib import distributed
-    from s9lib.inputs import preprocess
+    from s9lib.training import distributed
+    from s9lib.data.inputs import preprocess
 
     job = distributed.from_environment("cpu")
     data = cifar(8, 2).train

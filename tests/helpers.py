@@ -29,7 +29,7 @@ def step_recipe():
     """The fast recipe for one exact step: a global batch of the 80 images of ``cifar(8, 2)``,
     BatchNorm statistics over the global batch, float32 (bf16 rounding would hide small
     differences)."""
-    from s9lib.recipes import get_recipe
+    from s9lib.training.recipes import get_recipe
 
     return get_recipe("fast", batch_size=80, sync_bn=True, amp="off", tta_flip=False)
 

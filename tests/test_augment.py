@@ -2,7 +2,7 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from s9lib import augment
+from s9lib.data import augment
 from s9lib.data import load_cifar10
 
 from helpers import archive_path

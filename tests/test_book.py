@@ -22,7 +22,7 @@ import nbformat
 import pytest
 import yaml
 
-from s9lib.book import BOOTSTRAP_CELL, REPOSITORY_URL, chapters
+from s9lib.show.book import BOOTSTRAP_CELL, REPOSITORY_URL, chapters
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -108,7 +108,7 @@ def test_chapter_conventions(path: Path):
     code = _code_cells(nb)
     assert code, "no code cells"
     assert code[0].source == BOOTSTRAP_CELL, (
-        "the first code cell must be s9lib.book.BOOTSTRAP_CELL, verbatim")
+        "the first code cell must be s9lib.show.book.BOOTSTRAP_CELL, verbatim")
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert re.match(r"#\s+\S", nb.cells[0].source), "the first cell must be the # title"
     assert re.search(r"^##\s+Summary\s*$", markdown, re.M), "no '## Summary' section"
@@ -120,7 +120,7 @@ def test_chapter_conventions(path: Path):
     assert checked, "no `# NBVAL_CHECK_OUTPUT` cell"
     assert all(c.outputs for c in checked), "a NBVAL_CHECK_OUTPUT cell has no stored output"
     assert not re.search(r"\binteract(ive)?\b", "\n".join(c.source for c in code)), (
-        "no `interact`: it needs a kernel; use s9lib.widgets (precomputed frames + jslink)")
+        "no `interact`: it needs a kernel; use s9lib.show.widgets (precomputed frames + jslink)")
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
@@ -170,7 +170,7 @@ def test_chapter_has_stored_outputs_from_a_full_run(path: Path):
     nb = _read(path)
     code = _code_cells(nb)
     unexecuted = [i for i, c in enumerate(code) if c.execution_count is None]
-    assert not unexecuted, f"code cells {unexecuted} were never executed; run python -m s9lib.book"
+    assert not unexecuted, f"code cells {unexecuted} were never executed; run python -m s9lib.show.book"
     counts = [c.execution_count for c in code]
     assert counts == list(range(1, len(code) + 1)), "outputs are not from one top-to-bottom run"
     outputs = [o for c in code for o in c.outputs]
@@ -182,8 +182,8 @@ def test_chapter_has_stored_outputs_from_a_full_run(path: Path):
                          "drawn: start the chapter with `%matplotlib inline`")
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "mode:     full" in text, (
-        "stored outputs must come from a full run that prints s9lib.book.run_info(); "
-        "refresh them with `python -m s9lib.book` (without --fast)")
+        "stored outputs must come from a full run that prints s9lib.show.book.run_info(); "
+        "refresh them with `python -m s9lib.show.book` (without --fast)")
     views = [o.data[WIDGET_VIEW]["model_id"] for o in outputs if WIDGET_VIEW in o.get("data", {})]
     if views:
         state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
@@ -289,11 +289,11 @@ def test_sliders_work_in_a_browser(built: Path, tmp_path: Path):
 
 
 def test_a_fork_changes_one_line_and_the_bootstrap_cells_follow(tmp_path):
-    """A fork edits `repository: url:` in _config.yml; `python -m s9lib.book --bootstrap-only`
+    """A fork edits `repository: url:` in _config.yml; `python -m s9lib.show.book --bootstrap-only`
     carries it into every chapter's Colab cell, leaving the stored outputs alone."""
     import shutil
 
-    from s9lib.book import bootstrap_cell, main, repository_url
+    from s9lib.show.book import bootstrap_cell, main, repository_url
 
     fork = "https://github.com/someone/s9-book-fork"
     for name in ["_config.yml", "_toc.yml"] + [p.name for p in CHAPTERS]:

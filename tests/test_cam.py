@@ -1,4 +1,4 @@
-"""s9lib.cam against pytorch-grad-cam and autograd, on the real ResNet18 and real CIFAR images.
+"""s9lib.explain.cam against pytorch-grad-cam and autograd, on the real ResNet18 and real CIFAR images.
 
 The reference is pytorch-grad-cam's *raw* map: what ``get_cam_image`` returns, ReLU'd (that is
 what ``compute_cam_per_layer`` does before ``scale_cam_image`` resizes and min-max scales it).
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 
-from s9lib import augment as aug
-from s9lib.cam import (METHODS, PYTORCH_GRAD_CAM_PP_EPS, GradCAM, GradCAMPlusPlus, explain,
+from s9lib.data import augment as aug
+from s9lib.explain.cam import (METHODS, PYTORCH_GRAD_CAM_PP_EPS, GradCAM, GradCAMPlusPlus, explain,
                        gradcampp_seed_bug_weights,
                        gradcampp_weights, normalize_maps, xgradcam_weights)
 from s9lib.models import ResNet18
@@ -53,7 +53,7 @@ GRADIENT_METHODS = [m for m in METHODS if METHODS[m].uses_gradients]
 
 @pytest.fixture(scope="module")
 def images(data) -> torch.Tensor:
-    """Real test images, normalised the way the model was trained (``s9lib.augment``)."""
+    """Real test images, normalised the way the model was trained (``s9lib.data.augment``)."""
     x = aug.normalize(data.test.images[:BATCH])
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 

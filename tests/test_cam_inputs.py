@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import s9lib
-from s9lib.cam import METHODS, GradCAM, explain
-from s9lib.inputs import preprocess
+from s9lib.explain.cam import METHODS, GradCAM, explain
+from s9lib.data.inputs import preprocess
 
 
 @pytest.fixture(scope="module")

@@ -190,7 +190,7 @@ def test_gradcam_and_faithfulness_outputs_that_cannot_be_written(run, tmp_path):
 
 
 def test_book_runner_with_a_missing_chapter(tmp_path):
-    _one_line_error(_cli(tmp_path / "nope.ipynb", module="s9lib.book"), "nope.ipynb",
+    _one_line_error(_cli(tmp_path / "nope.ipynb", module="s9lib.show.book"), "nope.ipynb",
                     "No chapter notebook")
 
 
@@ -201,8 +201,8 @@ def test_resume_refuses_other_data_and_cleans_a_killed_writes_temp_file(tmp_path
 
     from helpers import cifar
     from s9lib.models import ResNet18
-    from s9lib.recipes import get_recipe
-    from s9lib.train import fit
+    from s9lib.training.recipes import get_recipe
+    from s9lib.training.loop import fit
 
     data, recipe = cifar(2, 1), get_recipe("fast", batch_size=20, amp="off")
     stale = tmp_path / ".checkpoint.pt.k1ll3d"
@@ -227,8 +227,8 @@ def test_a_killed_run_leaves_neither_a_stuck_lock_nor_its_temp_file(tmp_path):
 
     from helpers import cifar
     from s9lib.models import ResNet18
-    from s9lib.recipes import get_recipe
-    from s9lib.train import fit
+    from s9lib.training.recipes import get_recipe
+    from s9lib.training.loop import fit
 
     code = ("import sys, time; from s9lib.files import FolderLock, atomic_write; "
             "FolderLock(sys.argv[1]).acquire(); "

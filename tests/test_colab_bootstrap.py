@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from s9lib.book import BOOTSTRAP_CELL, chapters
+from s9lib.show.book import BOOTSTRAP_CELL, chapters
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = chapters(ROOT / "book")

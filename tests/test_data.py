@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from s9lib.data import CLASSES, CifarDataset, Split, load_cifar10, resolve_source
-from s9lib import augment
+from s9lib.data import augment
 
 from helpers import archive_path, cifar, small_tree
 

@@ -19,9 +19,9 @@ from helpers import REPO, archive_path, cifar, step_recipe
 from s9lib import seed_everything
 from s9lib.checkpoints import load_checkpoint, load_model
 from s9lib.data import Split
-from s9lib.history import History
+from s9lib.training.history import History
 from s9lib.models import ResNet18
-from s9lib.train import fit
+from s9lib.training.loop import fit
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

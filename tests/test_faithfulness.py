@@ -1,4 +1,4 @@
-"""s9lib.faithfulness (Average Drop / Increase in Confidence) on the real model and real images."""
+"""s9lib.evaluate.faithfulness (Average Drop / Increase in Confidence) on the real model and real images."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch
 
 from helpers import archive_path
 
-from s9lib import augment as aug
+from s9lib.data import augment as aug
 from s9lib.__main__ import main
-from s9lib.faithfulness import (drop_and_increase, faithfulness, format_report,
+from s9lib.evaluate.faithfulness import (drop_and_increase, faithfulness, format_report,
                                 random_maps)
-from s9lib.inputs import to_unit
+from s9lib.data.inputs import to_unit
 from s9lib.models import ResNet18
 from s9lib.checkpoints import save_checkpoint
 

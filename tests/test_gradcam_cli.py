@@ -13,7 +13,7 @@ from s9lib.__main__ import main
 from s9lib.models import ResNet18
 from s9lib.checkpoints import export_weights
 from s9lib.checkpoints import save_checkpoint
-from s9lib.recipes import get_recipe
+from s9lib.training.recipes import get_recipe
 
 from helpers import REPO
 

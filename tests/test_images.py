@@ -1,4 +1,4 @@
-"""s9lib.images: every awkward kind of photo is converted correctly or refused clearly."""
+"""s9lib.data.photos: every awkward kind of photo is converted correctly or refused clearly."""
 
 import struct
 import zlib
@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from s9lib import augment
-from s9lib.images import MAX_PIXELS, center_crop_box, load_image, to_cifar
-from s9lib.inputs import normalization_of, preprocess
+from s9lib.data import augment
+from s9lib.data.photos import MAX_PIXELS, center_crop_box, load_image, to_cifar
+from s9lib.data.inputs import normalization_of, preprocess
 from s9lib.models import ResNet18
 from s9lib.checkpoints import load_model, save_checkpoint
-from s9lib.recipes import get_recipe
+from s9lib.training.recipes import get_recipe
 
 from helpers import REPO
 

@@ -7,9 +7,9 @@ import torch
 import s9lib
 from s9lib.checkpoints import DEFAULT_WEIGHTS, WEIGHTS_DIR, available, export_weights, weights_meta
 from s9lib.models import ResNet18
-from s9lib.analysis import predict
+from s9lib.inference import predict
 from s9lib.checkpoints import save_checkpoint
-from s9lib.recipes import Recipe, get_recipe
+from s9lib.training.recipes import Recipe, get_recipe
 
 from helpers import archive_path
 

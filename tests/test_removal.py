@@ -1,4 +1,4 @@
-"""s9lib.removal (deletion/insertion, ROAD) on the shipped model and real CIFAR-10 test images."""
+"""s9lib.evaluate.removal (deletion/insertion, ROAD) on the shipped model and real CIFAR-10 test images."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from s9lib.cam import explain
+from s9lib.explain.cam import explain
 from s9lib.checkpoints import pretrained
-from s9lib.inputs import preprocess
-from s9lib.removal import (auc, blur, centre_maps, deletion_curves, insertion_curves,
+from s9lib.data.inputs import preprocess
+from s9lib.evaluate.removal import (auc, blur, centre_maps, deletion_curves, insertion_curves,
                            noisy_linear_impute, relevance_order, removal_report, road_curves)
 
 pgc_road = pytest.importorskip("pytorch_grad_cam.metrics.road")
@@ -88,7 +88,7 @@ def test_road_agrees_with_pytorch_grad_cam(model, pixels, gradcam, morf):
     Tolerance: both solve the same float64 sparse system and draw the same noise; what is left
     is float32 forward passes of the model (identical here). The maps get a tiny seeded jitter so
     they have no ties: grad-cam removes every pixel tied at its percentile threshold, we break
-    ties by a random order (see s9lib.removal), and the two agree exactly when there are none.
+    ties by a random order (see s9lib.evaluate.removal), and the two agree exactly when there are none.
     """
     maps, targets = gradcam
     maps = maps + 1e-4 * torch.rand(maps.shape, generator=torch.Generator().manual_seed(1))

@@ -1,4 +1,4 @@
-"""s9lib.sanity (cascading model-parameter randomisation) on the shipped model and real images."""
+"""s9lib.evaluate.sanity (cascading model-parameter randomisation) on the shipped model and real images."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from scipy.stats import spearmanr
 
 from s9lib.checkpoints import pretrained
-from s9lib.inputs import preprocess
-from s9lib.sanity import (CASCADE, cascade, cascading_randomisation, predicted_classes,
+from s9lib.data.inputs import preprocess
+from s9lib.evaluate.sanity import (CASCADE, cascade, cascading_randomisation, predicted_classes,
                           randomise_, spearman, ssim)
 
 N = 8

@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from s9lib import seed_everything
-from s9lib.batches import DeviceBatches
+from s9lib.training.batches import DeviceBatches
 from s9lib.models import ResNet18
-from s9lib.analysis import misclassified, per_class_accuracy, predict
+from s9lib.inference import misclassified, per_class_accuracy, predict
 from s9lib.checkpoints import CHECKPOINT, load_checkpoint, load_model, save_checkpoint
-from s9lib.history import HISTORY, History
-from s9lib.recipes import get_recipe, lr_schedule
-from s9lib.train import fit, make_scheduler
+from s9lib.training.history import HISTORY, History
+from s9lib.training.recipes import get_recipe, lr_schedule
+from s9lib.training.loop import fit, make_scheduler
 
 from helpers import cifar
 

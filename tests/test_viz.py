@@ -1,4 +1,4 @@
-"""s9lib.viz: every function returns a Figure with the expected axes, no pyplot state."""
+"""s9lib.show.viz: every function returns a Figure with the expected axes, no pyplot state."""
 
 import io
 
@@ -9,9 +9,9 @@ from matplotlib import _pylab_helpers
 from matplotlib.figure import Figure
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from s9lib import viz
-from s9lib.cam import CamResult
-from s9lib.history import EpochRecord, History
+from s9lib.show import viz
+from s9lib.explain.cam import CamResult
+from s9lib.training.history import EpochRecord, History
 
 LAYERS = ["layer3", "layer4"]
 

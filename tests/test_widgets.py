@@ -1,4 +1,4 @@
-"""s9lib.widgets: sliders over precomputed frames, linked in the browser (jslink).
+"""s9lib.show.widgets: sliders over precomputed frames, linked in the browser (jslink).
 
 jslink runs only in a browser, so these tests check the structure the browser needs: one
 LinkModel per stack from the slider's ``index`` to the stack's ``selected_index``, one frame
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from ipywidgets.embed import embed_data  # noqa: E402
 
-from s9lib.widgets import figure_to_png, frame_slider, layer_explorer, to_png  # noqa: E402
+from s9lib.show.widgets import figure_to_png, frame_slider, layer_explorer, to_png  # noqa: E402
 
 
 def _fig(value: float):

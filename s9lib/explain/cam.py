@@ -312,7 +312,7 @@ def check_images(images, model: nn.Module | None = None) -> None:
     Why: uint8 or 0..255 pixels, channels-last arrays and NaNs all run through a ResNet
     without complaint and give a map that looks like an explanation and is not one.
     """
-    hint = "normalise uint8 (B, 32, 32, 3) images with s9lib.inputs.preprocess(images, model=model)"
+    hint = "normalise uint8 (B, 32, 32, 3) images with s9lib.data.inputs.preprocess(images, model=model)"
     if not torch.is_tensor(images):
         raise TypeError(f"images must be a torch tensor, got {type(images).__name__}; {hint}.")
     if images.dtype == torch.bool or not images.is_floating_point():

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split
-from .inputs import normalization_of, preprocess
+from .data.cifar import Split
+from .data.inputs import normalization_of, preprocess
 from .runtime import amp_dtype, autocast, get_device
 
 __all__ = ["predict", "logits_of", "evaluate", "probabilities", "per_class_accuracy", "Mistakes",

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cam import METHODS, explain, normalize_maps, resolve_layers
-from .inputs import normalization_of, standardize, to_unit
+from ..explain.cam import METHODS, explain, normalize_maps, resolve_layers
+from ..data.inputs import normalization_of, standardize, to_unit
 
 __all__ = ["MethodScore", "FaithfulnessReport", "drop_and_increase", "random_maps",
            "faithfulness", "format_report", "DEFAULT_METHODS"]

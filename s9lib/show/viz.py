@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from .analysis import probabilities
-from .data import CLASSES
+from ..inference import probabilities
+from ..data.cifar import CLASSES
 
 __all__ = [
     "overlay",
@@ -69,7 +69,7 @@ def _as_float_rgb(image) -> np.ndarray:
     if arr.size and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
         raise ValueError(
             f"Float images must be in [0, 1] to be shown, got {arr.min():.2f}..{arr.max():.2f}"
-            "; normalised images need s9lib.augment.denormalize first.")
+            "; normalised images need s9lib.data.augment.denormalize first.")
     return np.clip(arr, 0.0, 1.0)
 
 
@@ -172,7 +172,7 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
     """One row per image: the image, then for each layer its heatmap and its overlay.
 
     ``images``: what the CAMs were computed for, for display (uint8 (B, H, W, 3) or float in
-    [0, 1]; see ``s9lib.augment.denormalize``). ``result``: a ``CamResult``. Each row's label,
+    [0, 1]; see ``s9lib.data.augment.denormalize``). ``result``: a ``CamResult``. Each row's label,
     left of the image, gives the predicted class and its probability (and the true class with
     ``true``, red when wrong; and the explained class when ``targets`` was not the prediction).
     ``heatmaps=False`` shows overlays only.
@@ -219,7 +219,7 @@ def gradcam_report(photo, image32, result, index: int = 0,
     """One photo explained (what ``python -m s9lib gradcam`` writes).
 
     Left: the photo with the centre crop the model saw outlined (``crop_box`` = ``(top,
-    left, side)``, see ``s9lib.images.center_crop_box``). Then the 32x32 model input above
+    left, side)``, see ``s9lib.data.photos.center_crop_box``). Then the 32x32 model input above
     the top-``top_k`` probabilities, then per layer the heatmap (top) and overlay (bottom).
     """
     layers = _layers_of(result, layers)
@@ -280,7 +280,7 @@ def misclassified_gallery(images, true: Sequence[int], pred: Sequence[int],
                           alpha: float = 0.5) -> Figure:
     """The mistakes: each tile titled with the true class and the (wrong) prediction.
 
-    Pass the images of ``s9lib.analysis.misclassified(...)`` (most confident first). With
+    Pass the images of ``s9lib.inference.misclassified(...)`` (most confident first). With
     ``cams`` ((N, H, W) maps, e.g. ``result.maps['layer3']`` for the predicted class), each
     mistake gets a second tile: the overlay showing what the wrong prediction looked at.
     """
@@ -331,7 +331,7 @@ def _histories(histories, labels) -> list[tuple[str, object]]:
 def training_curves(histories, labels: Sequence[str] | None = None) -> Figure:
     """Loss and accuracy per epoch, train (dashed) and test (solid), one colour per run.
 
-    ``histories``: an ``s9lib.history.History``, a list of them, or ``{label: History}`` (the
+    ``histories``: an ``s9lib.training.history.History``, a list of them, or ``{label: History}`` (the
     seed-vs-fast comparison). Labels default to each run's recipe name.
     """
     runs = _histories(histories, labels)
@@ -397,7 +397,7 @@ def per_class_bars(acc, classes: Sequence[str] = CLASSES, *,
                    title: str = "Test accuracy per class") -> Figure:
     """Accuracy per class as bars (values printed on them); ``acc`` in [0, 1].
 
-    ``acc``: a (C,) array (``s9lib.analysis.per_class_accuracy``), or ``{label: array}`` for
+    ``acc``: a (C,) array (``s9lib.inference.per_class_accuracy``), or ``{label: array}`` for
     grouped bars comparing runs. The dotted line is each run's mean over classes.
     """
     series = ({str(k): np.asarray(v, float) for k, v in acc.items()} if isinstance(acc, Mapping)

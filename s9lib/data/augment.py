@@ -36,7 +36,7 @@ from albumentations.pytorch import ToTensorV2
 
 from .inputs import CIFAR10_MEAN, CIFAR10_STD, SEED_MEAN, SEED_STD
 
-# The statistics live in s9lib.inputs (one place for normalisation); named here too because
+# The statistics live in s9lib.data.inputs (one place for normalisation); named here too because
 # the presets below normalise with them.
 __all__ = [
     "CIFAR10_MEAN",

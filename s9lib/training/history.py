@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .files import atomic_write
+from ..files import atomic_write
 from .recipes import Recipe, get_recipe
 
 __all__ = ["EpochRecord", "History", "HISTORY"]

@@ -41,8 +41,8 @@ from scipy.stats import rankdata
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from .analysis import logits_of
-from .cam import METHODS, explain
+from ..inference import logits_of
+from ..explain.cam import METHODS, explain
 
 __all__ = ["CASCADE", "randomise_", "cascade", "spearman", "ssim", "Stat", "SanityReport",
            "cascading_randomisation", "predicted_classes", "DEFAULT_METHODS"]
@@ -200,7 +200,7 @@ def cascading_randomisation(model: nn.Module, images: torch.Tensor, layer: str =
                             ) -> SanityReport:
     """Adebayo et al.'s cascading randomisation for each CAM method at ``layer``.
 
-    ``images``: normalised (N, 3, H, W) tensor (as for :func:`s9lib.cam.explain`) on the
+    ``images``: normalised (N, 3, H, W) tensor (as for :func:`s9lib.explain.cam.explain`) on the
     model's device. ``targets``: the classes explained, the same at every step; default the
     trained model's predictions. Returns a :class:`SanityReport`; ``model`` is not changed.
     """

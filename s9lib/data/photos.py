@@ -13,7 +13,7 @@ The steps, each usable on its own:
     any file PIL can read -> uint8 RGB (H, W, 3), upright.
 ``to_cifar(image)``
     centre square crop (aspect ratio kept, nothing squashed) -> anti-aliased resize -> 32x32.
-then ``s9lib.inputs.preprocess(images, model=model)``, as for any uint8 image: a normalised
+then ``s9lib.data.inputs.preprocess(images, model=model)``, as for any uint8 image: a normalised
 float (B, 3, H, W) tensor with the statistics *the model was trained with*, never ImageNet's.
 
 Decisions, so they are not rediscovered:
@@ -196,7 +196,7 @@ def to_cifar(image: np.ndarray, size: int = 32) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"to_cifar expects a uint8 RGB array (H, W, 3), got {image.dtype} "
-                         f"{image.shape}; load files with s9lib.images.load_image.")
+                         f"{image.shape}; load files with s9lib.data.photos.load_image.")
     square = Image.fromarray(np.ascontiguousarray(center_crop(image)))
     if square.size != (size, size):
         square = square.resize((size, size), Image.Resampling.LANCZOS)

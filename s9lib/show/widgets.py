@@ -7,7 +7,7 @@ to the stack's ``selected_index`` with :func:`ipywidgets.jslink`, a link that li
 browser. The notebook stores the widget state (models, PNG bytes and the ``LinkModel``), and
 the HTML manager in the built book rebuilds the same widgets with no kernel.
 
-    from s9lib.widgets import frame_slider, layer_explorer
+    from s9lib.show.widgets import frame_slider, layer_explorer
     frame_slider([fig_a, fig_b, fig_c], ["-0.5", "0", "+0.5"], description="brightness")
     layer_explorer([[l1, l2, l3, l4], [l1b, l2b, l3b, l4b]], set_names=["test", "photos"])
 

@@ -50,8 +50,8 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 from torch import nn
 
-from .analysis import logits_of
-from .inputs import preprocess
+from ..inference import logits_of
+from ..data.inputs import preprocess
 from .sanity import Stat, predicted_classes
 
 __all__ = ["BLUR_SIGMA", "DEFAULT_STEPS", "DEFAULT_FRACTIONS", "ROAD_NOISE", "centre_maps",

@@ -54,7 +54,7 @@ def to_unit(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.T
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB images (B, H, W, 3), got "
                          f"{str(x.dtype).removeprefix('torch.')} {tuple(x.shape)}; pass pixels "
-                         "(e.g. data.test.images, or s9lib.images.to_cifar(load_image(path)) "
+                         "(e.g. data.test.images, or s9lib.data.photos.to_cifar(load_image(path)) "
                          "for photos), not normalised tensors.")
     return x.permute(0, 3, 1, 2).float() / 255.0
 

@@ -23,8 +23,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .data import CifarDataset, Split
-from .inputs import CIFAR10_MEAN, CIFAR10_STD, standardize
+from ..data.cifar import CifarDataset, Split
+from ..data.inputs import CIFAR10_MEAN, CIFAR10_STD, standardize
 
 __all__ = ["epoch_seed", "LoaderBatches", "DeviceBatches", "default_num_workers"]
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from . import augment as aug
-from .inputs import CIFAR10_MEAN, CIFAR10_STD
-from .runtime import AMP_SETTINGS
+from ..data import augment as aug
+from ..data.inputs import CIFAR10_MEAN, CIFAR10_STD
+from ..runtime import AMP_SETTINGS
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "lr_factor", "lr_schedule"]
 
@@ -36,7 +36,7 @@ class Recipe:
     div_factor: float = 8.0  # one-cycle: the first step's lr is lr / div_factor
     final_div_factor: float = 200.0  # one-cycle: the last step's lr is lr / div / final_div
     label_smoothing: float = 0.0  # probability mass spread over the other classes
-    augment: str = "seed"  # an s9lib.augment preset (loader path)
+    augment: str = "seed"  # an s9lib.data.augment preset (loader path)
     data_path: str = "loader"  # "loader" (albumentations DataLoader) or "device"
     device_augment: tuple[str, ...] = ("crop", "flip", "cutout")  # device path only
     cutout: int = 12  # device path: cutout square side, pixels
@@ -46,7 +46,7 @@ class Recipe:
     tta_flip: bool = False  # evaluate on image + its mirror image
     compile: bool = False  # torch.compile the model (CUDA only)
     sync_bn: bool = False  # distributed only: BatchNorm statistics of the global batch (see
-    #   s9lib.distributed); off by default: per-rank batches of 64+ images estimate them
+    #   s9lib.training.distributed); off by default: per-rank batches of 64+ images estimate them
     #   well, and syncing costs an all-reduce per BatchNorm layer (20 in ResNet18) per step
     amp: str = "auto"  # autocast: auto (per device, runtime.amp_dtype), off, bf16, fp16
     seed: int = 0  # shuffles, augmentations and initial weights

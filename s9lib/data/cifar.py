@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .runtime import FAST_SIZES, cache_dir, fast_mode
+from ..runtime import FAST_SIZES, cache_dir, fast_mode
 
 __all__ = [
     "CLASSES",

@@ -2,13 +2,13 @@
 
 Why it looks like this: a reader should see the whole loop on one screen (``fit`` calls
 ``_train_epoch``, which calls ``train_step``), while every number that shapes a run lives in a
-:class:`~s9lib.recipes.Recipe`. ``benchmarks/train_speed.py`` times the same ``train_step``.
+:class:`~s9lib.training.recipes.Recipe`. ``benchmarks/train_speed.py`` times the same ``train_step``.
 
 A run writes ``checkpoint.pt`` (model, optimizer, scheduler, epoch, history, recipe) after
 every epoch, atomically, and ``history.json`` beside it. ``fit(..., resume=True)`` continues
 the same run from there and, on CPU, gives exactly the history of an uninterrupted run.
 
-Under ``torchrun`` (see :mod:`s9lib.distributed`) the same ``fit`` trains with one process per
+Under ``torchrun`` (see :mod:`s9lib.training.distributed`) the same ``fit`` trains with one process per
 device: each rank steps through its slice of every global batch, gradients are averaged by
 ``DistributedDataParallel``, evaluation is sharded and summed, and rank 0 alone writes files.
 """
@@ -26,16 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import augment as aug
+from ..data import augment as aug
 from . import distributed
-from .analysis import predict
+from ..inference import predict
 from .batches import DeviceBatches, LoaderBatches
-from .checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
-from .data import Cifar10, Split
-from .files import FolderLock, remove_stale_temps
+from ..checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
+from ..data.cifar import Cifar10, Split
+from ..files import FolderLock, remove_stale_temps
 from .history import HISTORY, EpochRecord, History
 from .recipes import Recipe, get_recipe, lr_factor
-from .runtime import FAST_SIZES, amp_dtype, autocast, fast_mode, get_device
+from ..runtime import FAST_SIZES, amp_dtype, autocast, fast_mode, get_device
 
 __all__ = ["fit", "train_step", "prepare_model", "make_optimizer", "make_scheduler",
            "train_batches"]
@@ -83,7 +83,7 @@ def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
 
 def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, epochs: int,
                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """The per-step lr scheduler ``fit`` uses: :func:`s9lib.recipes.lr_factor` of each step."""
+    """The per-step lr scheduler ``fit`` uses: :func:`s9lib.training.recipes.lr_factor` of each step."""
     total = epochs * steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(recipe, step, total))
 

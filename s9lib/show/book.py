@@ -2,7 +2,7 @@
 
 Why here and not in each notebook: every chapter starts with the same bootstrap cell and
 prints where its numbers came from; a test checks the cells against :data:`BOOTSTRAP_CELL`,
-and ``python -m s9lib.book`` re-executes the chapters so that
+and ``python -m s9lib.show.book`` re-executes the chapters so that
 their stored outputs come from a real run rather than from an edit by hand.
 
 The repository URL is defined twice, here and in ``book/_config.yml`` (``repository: url``);
@@ -130,7 +130,7 @@ def run_info(data=None) -> str:
     """
     import torch
 
-    from .runtime import fast_mode, get_device
+    from ..runtime import fast_mode, get_device
 
     device = get_device()
     name = str(device)
@@ -152,7 +152,7 @@ def run_info(data=None) -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -188,7 +188,7 @@ def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
     import nbformat
     from nbclient import NotebookClient
 
-    from .runtime import absolute_path_variables
+    from ..runtime import absolute_path_variables
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
@@ -233,9 +233,9 @@ def write_bootstrap_cells(paths: Sequence[Path], url: str = REPOSITORY_URL) -> l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m s9lib.book [--fast] [CHAPTER ...]``: refresh the chapters' stored outputs."""
+    """``python -m s9lib.show.book [--fast] [CHAPTER ...]``: refresh the chapters' stored outputs."""
     parser = argparse.ArgumentParser(
-        prog="python -m s9lib.book",
+        prog="python -m s9lib.show.book",
         description="Re-execute the book's chapters (full data unless --fast) and store "
                     "their outputs and widget state in the notebooks.")
     parser.add_argument("chapters", nargs="*",
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:  # checked before the first chapter runs (each can take minutes)
             raise FileNotFoundError(f"No chapter notebook at {', '.join(missing)}; pass "
                                     "paths such as book/01_augmentation.ipynb, or none for all.")
-        from .runtime import env_flag
+        from ..runtime import env_flag
 
         env_flag("S9LIB_FAST")  # a misspelt switch fails now, not inside a kernel
     except (ValueError, OSError) as exc:
