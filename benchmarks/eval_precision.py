@@ -35,7 +35,6 @@ def main() -> None:
 
     cpu = torch.device("cpu")
     model = load(args.checkpoint, device=cpu)
-    mean, std = model.normalization
     data = load_cifar10(args.data, fast=False)
     sets = {"test": (data.test.images, data.test.labels)}
     if args.exact:
@@ -47,7 +46,7 @@ def main() -> None:
             start = time.perf_counter()
             row = {}
             for split, (images, labels) in sets.items():
-                logits = predict(model, images, device=cpu, mean=mean, std=std,
+                logits = predict(model, images, device=cpu,
                                  tta_flip=tta, dtype=dtype)
                 row[f"{split}_acc"] = round(float((logits.argmax(1) == labels).mean()), 4)
             row["seconds"] = round(time.perf_counter() - start, 1)

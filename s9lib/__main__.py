@@ -347,9 +347,8 @@ def _measure_export(model, data: str | None, exact: tuple | None) -> dict:
     tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))  # as the run evaluated
 
     def accuracy(images, labels) -> float:
-        mean, std = model.normalization
-        logits = predict(model, images, device=torch.device("cpu"), mean=mean, std=std,
-                         tta_flip=tta, dtype=None)  # float32: the same on every machine
+        logits = predict(model, images, device=torch.device("cpu"), tta_flip=tta,
+                         dtype=None)  # float32: the same on every machine
         return round(float((logits.argmax(1) == labels).mean()), 4)
 
     test = load_cifar10(data, fast=False).test

@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from .files import atomic_write, check_writable_file
-from .data.inputs import normalization_of
-from .models import ResNet18
+from .data.inputs import CIFAR10_MEAN, CIFAR10_STD
+from .models import INPUT_STATS, ResNet18
 from .runtime import get_device
 
 __all__ = ["CHECKPOINT", "WEIGHTS_DIR", "DEFAULT_WEIGHTS", "save_checkpoint", "checkpoint_file",
            "load_checkpoint", "load_model", "resnet18_from_state", "available", "pretrained",
            "weights_meta", "export_weights", "load", "weights_blob", "model_from_weights",
-           "check_weights_dest"]
+           "check_weights_dest", "with_input_stats"]
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -57,6 +57,18 @@ def _torch_load(path: Path) -> object:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(f"{path} is not a readable s9lib checkpoint or weights file "
                          f"({reason}).") from exc
+
+
+def with_input_stats(state: dict, normalization: dict | None) -> dict:
+    """``state`` with the model's input statistics, for files written before the model
+    carried them as buffers: taken from the file's recorded ``normalization``, and for files
+    older still (which recorded none, and were all trained on CIFAR-10 statistics) those."""
+    if all(k in state for k in INPUT_STATS):
+        return state
+    mean, std = ((normalization["mean"], normalization["std"]) if normalization
+                 else (CIFAR10_MEAN, CIFAR10_STD))
+    return {**state, "input_mean": torch.tensor(mean, dtype=torch.float32),
+            "input_std": torch.tensor(std, dtype=torch.float32)}
 
 
 def resnet18_from_state(state: dict, path: str | os.PathLike = "the state dict") -> ResNet18:
@@ -90,14 +102,10 @@ def resnet18_from_state(state: dict, path: str | os.PathLike = "the state dict")
 def _model(state_dict: dict, arch: str, normalization: dict | None, path: Path,
            device) -> ResNet18:
     """The model behind a checkpoint's or a weights file's state dict, ready to use:
-    float32, eval mode, on ``device``, with ``model.normalization`` set from the file."""
+    float32, eval mode, on ``device``, its input statistics from the file."""
     if arch != "ResNet18":
         raise ValueError(f"{path} holds a {arch}, not the CIFAR ResNet18 s9lib uses.")
-    model = resnet18_from_state(state_dict, path)
-    if normalization:
-        model.normalization = (tuple(normalization["mean"]), tuple(normalization["std"]))
-    else:  # files from before the normalisation was recorded: CIFAR-10's statistics
-        model.normalization = normalization_of(None)
+    model = resnet18_from_state(with_input_stats(state_dict, normalization), path)
     return model.to(get_device(device)).eval()
 
 
@@ -124,8 +132,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, optimizer=None
         "epoch": epoch,
         "history": history.to_dict() if history is not None else None,
         "recipe": recipe.to_dict() if recipe is not None else None,
-        "normalization": ({"mean": list(recipe.normalization[0]),
-                           "std": list(recipe.normalization[1])} if recipe is not None else None),
+        "normalization": {"mean": list(net.normalization[0]), "std": list(net.normalization[1])},
     }
     atomic_write(path, lambda f: torch.save(state, f))
 
@@ -196,8 +203,8 @@ def pretrained(name: str | os.PathLike | None = None,
                device: torch.device | str | None = None) -> ResNet18:
     """The shipped ResNet18, in float32 and eval mode, on ``device`` (default: the best one).
 
-    ``model.normalization`` holds the (mean, std) its inputs must be normalised with and
-    ``model.meta`` where the weights came from.
+    ``model.normalization`` holds the (mean, std) its inputs must be normalised with (its
+    buffers) and ``model.meta`` where the weights came from.
     """
     path = _weights_path(name)
     return model_from_weights(_read_weights(path), path, device)
@@ -232,14 +239,19 @@ def load(checkpoint: str | os.PathLike | None = None,
 def weights_blob(checkpoint: str | os.PathLike, **meta) -> dict:
     """What :func:`export_weights` writes, in memory: ``{"state_dict": fp16, "meta": ...}``.
 
-    Floating-point tensors are halved; integer buffers (BatchNorm's batch counter) are kept.
+    Floating-point tensors are halved, except the input statistics; integer buffers
+    (BatchNorm's batch counter) are kept.
     The architecture is checked here, before anything is written.
     """
     state = load_checkpoint(checkpoint)
     if state.get("arch", "ResNet18") != "ResNet18":
         raise ValueError(f"{checkpoint} holds a {state['arch']}, not the CIFAR ResNet18.")
-    resnet18_from_state(state["model"], checkpoint_file(checkpoint))  # refuses other shapes
-    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
+    model_state = with_input_stats(state["model"], state.get("normalization"))
+    resnet18_from_state(model_state, checkpoint_file(checkpoint))  # refuses other shapes
+    # fp16 halves the file; the input statistics stay float32 (fp16 would round 0.2470 to
+    # 0.24707 and shift every input a little)
+    sd = {k: (v.half() if v.is_floating_point() and k not in INPUT_STATS else v)
+          for k, v in model_state.items()}
     history = state.get("history") or {}
     info = {
         "num_classes": state.get("num_classes", 10),

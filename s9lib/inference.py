@@ -1,13 +1,16 @@
-"""What a trained model does on a split: logits, accuracy, per-class accuracy, its mistakes.
+"""The one inference path: a model's outputs on a batch, in eval mode, and what follows from
+them (accuracy, per-class accuracy, mistakes).
 
-Why apart from the training loop: the book's analysis sections (chapter 3's per-class bars and
-mistakes, the explorer's picks, ``export``'s measured accuracies) need these for any model,
-including shipped weights that were never trained in this process.
+Why one module: the batched eval-mode forward with its mode restore, and "the probability of
+a class", are needed by training (each epoch's test accuracy), the CLI (``export``), the
+evaluation package (faithfulness, removal, sanity) and the chapters. Written once here, a rule
+about them (eval mode and back, float32 softmax, batches on the model's device) cannot drift.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -17,44 +20,50 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.cifar import Split
-from .data.inputs import normalization_of, preprocess
+from .data.inputs import preprocess
 from .runtime import amp_dtype, autocast, get_device
 
-__all__ = ["predict", "logits_of", "evaluate", "probabilities", "per_class_accuracy", "Mistakes",
-           "misclassified"]
+__all__ = ["eval_mode", "predict", "logits_of", "softmax_of", "class_probability", "evaluate",
+           "probabilities", "per_class_accuracy", "Mistakes", "misclassified"]
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """``with eval_mode(model):`` runs the block in eval mode (BatchNorm's running statistics,
+    no dropout) and restores the model's mode afterwards, even after an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray | Split, *, device=None, batch_size: int = 512,
-            tta_flip: bool = False, mean=None, std=None,
+            tta_flip: bool = False,
             dtype: torch.dtype | None | str = "auto") -> np.ndarray:
     """Logits (N, num_classes) float32 for uint8 (N, 32, 32, 3) images (or a ``Split``).
 
-    Normalises with ``mean``/``std``, by default the model's own (``model.normalization``,
-    set by ``fit``, ``s9lib.pretrained()`` and ``load_model``). ``tta_flip`` averages the
+    Normalises with the model's own statistics (its buffers, :func:`normalization_of`).
+    ``tta_flip`` averages the
     logits of each image and its mirror image. ``dtype`` is the autocast dtype (None:
     float32); ``"auto"`` asks :func:`s9lib.runtime.amp_dtype`.
     """
     if isinstance(images, Split):
         images = images.images
     dev = get_device(device)
-    m_default, s_default = normalization_of(model)
-    mean, std = mean or m_default, std or s_default
     if dtype == "auto":
         dtype = amp_dtype(dev)
-    was_training = model.training
-    model.eval()
     outs = []
-    try:
+    with eval_mode(model):
         for i in range(0, len(images), batch_size):
-            x = preprocess(images[i:i + batch_size], mean, std, device=dev)
+            x = preprocess(images[i:i + batch_size], model, device=dev)
             with autocast(dev, dtype):
                 logits = model(x).float()
                 if tta_flip:
                     logits = (logits + model(x.flip(3)).float()) / 2
             outs.append(logits.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(outs).numpy() if outs else np.zeros((0, 10), np.float32)
 
 
@@ -67,13 +76,22 @@ def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch
     ``removal``) hold normalised, edited images and come here.
     """
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
                           for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
+
+
+def softmax_of(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """float32 class probabilities (N, C) on the CPU for normalised images ``x``."""
+    return torch.softmax(logits_of(model, x, batch_size), dim=1)
+
+
+def class_probability(model: nn.Module, x: torch.Tensor, classes: torch.Tensor,
+                      batch_size: int = 256) -> torch.Tensor:
+    """p(``classes[i]`` | ``x[i]``) for normalised images ``x`` (N, 3, H, W), on the CPU:
+    what every explanation metric (drop, deletion, insertion, ROAD) measures."""
+    probs = softmax_of(model, x, batch_size)
+    return probs.gather(1, torch.as_tensor(classes).cpu().long()[:, None])[:, 0]
 
 
 def evaluate(model: nn.Module, split: Split, **kwargs) -> tuple[float, float]:

@@ -7,14 +7,27 @@ Differences from torchvision's ImageNet ResNet18: a 3x3 stride-1 stem and no max
 that forward/backward hooks and guided backprop see each activation; nothing is shared.
 
 Parameter count: 11,173,962 with ``num_classes=10``.
+
+The model carries the statistics its inputs are normalised with as two buffers,
+``input_mean`` and ``input_std`` (as fastai's normalisation travels with its learner): they
+are saved and loaded with its state, so every saved model knows how its inputs were
+normalised, and every inference path reads them from the model (``model.normalization``)
+instead of a second copy that could drift from it.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNet18", "count_parameters", "LAYER_NAMES"]
+from .data.inputs import CIFAR10_MEAN, CIFAR10_STD
+
+__all__ = ["BasicBlock", "ResNet18", "count_parameters", "LAYER_NAMES", "INPUT_STATS"]
+
+#: The state-dict names of the input statistics every ResNet18 carries.
+INPUT_STATS = ("input_mean", "input_std")
 
 LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -48,10 +61,18 @@ class ResNet18(nn.Module):
 
     Feature-map sizes for a 32x32 input: layer1 32x32x64, layer2 16x16x128, layer3 8x8x256,
     layer4 4x4x512.
+
+    ``forward`` takes inputs already normalised with ``mean``/``std`` (per channel, pixels in
+    [0, 1]); they default to the CIFAR-10 training statistics, and ``fit`` sets a recipe's
+    own with :meth:`set_normalization`.
     """
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN,
+                 std: Sequence[float] = CIFAR10_STD) -> None:
         super().__init__()
+        self.register_buffer("input_mean", torch.zeros(3))
+        self.register_buffer("input_std", torch.ones(3))
+        self.set_normalization(mean, std)
         self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
@@ -62,6 +83,21 @@ class ResNet18(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.linear = nn.Linear(512, num_classes)
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel that inputs must be normalised with, from the buffers."""
+        return (tuple(round(float(v), 6) for v in self.input_mean),
+                tuple(round(float(v), 6) for v in self.input_std))
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Record the per-channel statistics this model's inputs are normalised with."""
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values (R, G, B) and std > 0, got {mean} "
+                             f"and {std}.")
+        with torch.no_grad():
+            self.input_mean.copy_(torch.tensor([float(v) for v in mean]))
+            self.input_std.copy_(torch.tensor([float(v) for v in std]))
 
     @staticmethod
     def _make_layer(in_planes: int, planes: int, stride: int) -> nn.Sequential:

@@ -38,14 +38,13 @@ def test_meta_says_where_the_weights_came_from():
 def test_pretrained_accuracy_on_exact_pixel_test_images():
     exact = np.load(archive_path().parent / "cifar10_test_exact_first1017.npz")
     model = s9lib.pretrained(device="cpu")
-    mean, std = model.normalization
     tta = weights_meta()["tta_flip"]  # the recipe evaluates on image + mirror image
-    logits = predict(model, exact["images"], device=torch.device("cpu"), mean=mean, std=std,
+    logits = predict(model, exact["images"], device=torch.device("cpu"),
                      tta_flip=tta)
     acc = float((logits.argmax(1) == exact["labels"]).mean())
     assert acc >= EXACT_ACCURACY_FLOOR
     assert acc == pytest.approx(weights_meta()["exact_test_acc"], abs=0.005)
-    plain = predict(model, exact["images"], device=torch.device("cpu"), mean=mean, std=std)
+    plain = predict(model, exact["images"], device=torch.device("cpu"))
     assert float((plain.argmax(1) == exact["labels"]).mean()) >= EXACT_ACCURACY_FLOOR_NO_TTA
 
 
@@ -60,6 +59,32 @@ def test_export_round_trip_keeps_predictions(tmp_path):
     a = predict(model, x, device=torch.device("cpu"))
     b = predict(loaded, x, device=torch.device("cpu"))
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+def test_the_input_statistics_travel_with_the_model_and_stay_float32(tmp_path):
+    model = ResNet18(mean=(0.5, 0.4, 0.3), std=(0.2470, 0.25, 0.26))
+    save_checkpoint(tmp_path / "checkpoint.pt", model, recipe=get_recipe("fast"))
+    export_weights(tmp_path / "checkpoint.pt", tmp_path / "w.pt")
+    blob = torch.load(tmp_path / "w.pt", map_location="cpu", weights_only=True)
+    assert blob["state_dict"]["input_std"].dtype == torch.float32  # fp16 would round 0.2470
+    assert s9lib.pretrained(tmp_path / "w.pt", device="cpu").normalization == model.normalization
+
+
+def test_files_written_before_the_model_carried_its_statistics_still_load(tmp_path):
+    """Checkpoints and weights files of the earlier format hold no input_mean/input_std
+    tensors, only the recorded ``normalization``: the model gets its buffers from that."""
+    from s9lib.checkpoints import load
+
+    seed_stats = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.201))
+    save_checkpoint(tmp_path / "new.pt", ResNet18(), recipe=get_recipe("seed"))
+    state = torch.load(tmp_path / "new.pt", map_location="cpu", weights_only=True)
+    for key in ("input_mean", "input_std"):
+        del state["model"][key]
+    state["normalization"] = {"mean": list(seed_stats[0]), "std": list(seed_stats[1])}
+    torch.save(state, tmp_path / "old.pt")
+    assert load(tmp_path / "old.pt", device="cpu").normalization == seed_stats
+    export_weights(tmp_path / "old.pt", tmp_path / "w.pt")
+    assert s9lib.pretrained(tmp_path / "w.pt", device="cpu").normalization == seed_stats
 
 
 def test_missing_weights_name_what_is_shipped(tmp_path):
@@ -91,8 +116,7 @@ def test_export_cli_records_what_the_fp16_weights_measure(tmp_path, data):
     meta = model.meta
     assert meta["note"] == "cli" and meta["tta_flip"] is True  # the fast recipe's protocol
     assert meta["test_images"] == 30 and meta["exact_test_images"] == 7
-    mean, std = model.normalization
-    logits = predict(model, small.test.images, device=torch.device("cpu"), mean=mean, std=std,
+    logits = predict(model, small.test.images, device=torch.device("cpu"),
                      tta_flip=True)
     assert meta["test_acc"] == round(float((logits.argmax(1) == small.test.labels).mean()), 4)
     assert not list(tmp_path.glob(".w.pt.*")), "a temporary file was left behind"

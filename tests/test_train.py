@@ -114,12 +114,11 @@ def test_checkpoint_and_history_round_trip(tmp_path):
     assert json.loads((tmp_path / HISTORY).read_text())["epochs"][0]["epoch"] == 1
 
     model = load_model(tmp_path, device="cpu")
-    mean, std = model.normalization
     assert mean == pytest.approx((0.4914, 0.4822, 0.4465))  # the seed preset's statistics
-    reloaded = predict(model, data.test, device=CPU, mean=mean, std=std)
+    reloaded = predict(model, data.test, device=CPU)
     model2 = _model()
     model2.load_state_dict(state["model"])
-    assert np.allclose(reloaded, predict(model2, data.test, device=CPU, mean=mean, std=std),
+    assert np.allclose(reloaded, predict(model2, data.test, device=CPU),
                        atol=1e-5)
 
 

@@ -4,7 +4,7 @@ Why one place: a model only works on inputs normalised exactly as in training (t
 recipe divides by a different std than the fast one), and every path into the model (training
 batches, evaluation, CAMs, faithfulness masks, photos from disk) must agree on it. Each of
 them calls :func:`standardize` (or :func:`preprocess`, which starts from uint8 images), and a
-model carries its statistics as ``model.normalization``.
+model carries its statistics as buffers (``s9lib.models.ResNet18.normalization``).
 """
 
 from __future__ import annotations
@@ -31,17 +31,22 @@ SEED_STD = (0.2023, 0.1994, 0.2010)
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 
-def normalization_of(model: torch.nn.Module | None) -> Stats:
-    """The (mean, std) ``model`` was trained with: ``model.normalization`` if it carries one.
+def normalization_of(model: torch.nn.Module) -> Stats:
+    """The (mean, std) ``model``'s inputs are normalised with, read from its buffers.
 
-    ``s9lib.pretrained()``, ``s9lib.checkpoints.load_model`` and ``fit`` set that attribute
-    from what the run recorded. Without it: the true CIFAR-10 statistics.
+    A wrapped model (``DistributedDataParallel``, ``torch.compile``) is looked through. A model
+    without the statistics is an error, not a silent guess: normalising with the wrong
+    statistics shifts every input and changes every prediction.
     """
-    norm = getattr(model, "normalization", None) if model is not None else None
-    if norm is None:
-        return tuple(CIFAR10_MEAN), tuple(CIFAR10_STD)
-    mean, std = norm
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    inner = model
+    for attr in ("_orig_mod", "module"):  # torch.compile, then DDP/DataParallel
+        inner = getattr(inner, attr, inner)
+    norm = getattr(type(inner), "normalization", None)
+    if not isinstance(norm, property):
+        raise ValueError(f"{type(inner).__name__} carries no input statistics; s9lib's "
+                         "models.ResNet18 does (buffers input_mean, input_std). Pass mean= "
+                         "and std= to s9lib.data.inputs.standardize for another model.")
+    return inner.normalization
 
 
 def to_unit(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor:
@@ -69,19 +74,16 @@ def standardize(x01: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
 
 
 def preprocess(images: np.ndarray | torch.Tensor | Sequence[np.ndarray],
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, *,
-               model: torch.nn.Module | None = None,
+               model: torch.nn.Module | None = None, *,
                device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 (B, H, W, 3) images (or one (H, W, 3) image) -> float32 (B, 3, H, W), normalised,
     channels_last, on ``device`` (default: where the images are, the CPU for arrays).
 
-    The statistics: ``mean``/``std`` when given, else ``model.normalization``, else the
-    CIFAR-10 training statistics. Never ImageNet's: this model was trained on CIFAR-10
-    inputs normalised with CIFAR-10 statistics, and other statistics shift every input.
+    The statistics are ``model``'s own (:func:`normalization_of`); with no model, the CIFAR-10
+    training statistics. Never ImageNet's: this model was trained on CIFAR-10 inputs
+    normalised with CIFAR-10 statistics, and other statistics shift every input.
     """
-    m_default, s_default = normalization_of(model)
-    mean = tuple(mean) if mean is not None else m_default
-    std = tuple(std) if std is not None else s_default
+    mean, std = normalization_of(model) if model is not None else (CIFAR10_MEAN, CIFAR10_STD)
     x = images if torch.is_tensor(images) else torch.from_numpy(
         np.ascontiguousarray(np.asarray(images)))
     if device is not None:

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..explain.cam import METHODS, explain, normalize_maps, resolve_layers
 from ..data.inputs import normalization_of, standardize, to_unit
+from ..inference import eval_mode, softmax_of
 
 __all__ = ["MethodScore", "FaithfulnessReport", "drop_and_increase", "random_maps",
            "faithfulness", "format_report", "DEFAULT_METHODS"]
@@ -84,10 +85,10 @@ class FaithfulnessReport:
 # --------------------------------------------------------------------------- the metric
 
 
-@torch.no_grad()
 def _class_probabilities(model: nn.Module, x01: torch.Tensor, mean, std) -> torch.Tensor:
-    """The model's softmax probabilities for pixels ``x01`` (B, 3, H, W) in [0, 1]."""
-    return torch.softmax(model(standardize(x01, mean, std)).float(), dim=1)
+    """The model's softmax probabilities for pixels ``x01`` (B, 3, H, W) in [0, 1], on
+    ``x01``'s device (the one inference path: :func:`s9lib.inference.softmax_of`)."""
+    return softmax_of(model, standardize(x01, mean, std), batch_size=len(x01)).to(x01.device)
 
 
 def drop_and_increase(model: nn.Module, x01: torch.Tensor, maps: torch.Tensor, mean, std,
@@ -139,7 +140,7 @@ def _feature_grid(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[
 
 def faithfulness(model: nn.Module, images_uint8, labels=None, layer: str | nn.Module = "layer4",
                  methods: Sequence[str | tuple[str, MapFn]] = DEFAULT_METHODS,
-                 n: int | None = 500, seed: int = 0, mean=None, std=None,
+                 n: int | None = 500, seed: int = 0,
                  batch_size: int = 100) -> FaithfulnessReport:
     """Average Drop % and Increase in Confidence % of each method on the first ``n`` images.
 
@@ -148,24 +149,18 @@ def faithfulness(model: nn.Module, images_uint8, labels=None, layer: str | nn.Mo
     the model's accuracy on those images (the explained class is always the prediction, as in
     the paper). ``methods``: names from ``"gradcam"``, ``"gradcam++"``, ``"random"``, or
     ``(name, fn)`` pairs with ``fn(model, normalised_images, layer, classes) -> maps``.
-    ``mean``/``std``: the normalisation the model expects; default ``model.normalization``
-    (set by ``s9lib.pretrained()`` and ``load_model``), else the CIFAR-10 statistics.
+    Images are normalised with the model's own statistics (its buffers).
     ``seed`` drives the random baseline only; everything else is deterministic.
     """
-    if mean is None or std is None:
-        mean, std = normalization_of(model)
+    mean, std = normalization_of(model)
     (layer, module), = resolve_layers(model, layer).items()  # a bad name fails before any work
     named = [_method(m) for m in methods]
     x_all = to_unit(images_uint8 if n is None else images_uint8[:n])
     if len(x_all) == 0:
         raise ValueError("No images to score; pass at least one image (and n >= 1).")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         preds, drops, ups = _score(model, x_all, layer, module, named, mean, std, seed,
                                    batch_size)
-    finally:
-        model.train(was_training)
     accuracy = None
     if labels is not None:
         labels = torch.as_tensor(np.asarray(labels)[:len(x_all)])

@@ -32,7 +32,7 @@ threshold would remove *every* tied pixel, e.g. all of them when 30 % of a map i
 are to go.
 
 Inputs everywhere: uint8 (N, H, W, 3) images, maps (N, H, W) in [0, 1] at the image size, and
-the model (with ``model.normalization`` when it was trained on other statistics). Perturbations
+the model (with the model's own statistics, its ``normalization`` buffers). Perturbations
 are made on the normalised tensor; blur, mean-colour fill and linear imputation commute with
 the per-channel normalisation, so only the noise scale depends on that choice.
 """
@@ -50,7 +50,7 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 from torch import nn
 
-from ..inference import logits_of
+from ..inference import class_probability
 from ..data.inputs import preprocess
 from .sanity import Stat, predicted_classes
 
@@ -117,13 +117,6 @@ def blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
 # --------------------------------------------------------------------------- probabilities
 
 
-def _class_probs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
-                 batch_size: int) -> torch.Tensor:
-    """p(target) for normalised images ``x`` (N, 3, H, W), on the CPU."""
-    probs = torch.softmax(logits_of(model, x, batch_size), dim=1)
-    return probs.gather(1, targets[:, None].cpu())[:, 0]
-
-
 def _prepare(model, images_uint8, maps, targets, batch_size):
     """Normalised images, checked maps (CPU) and targets (the prediction when None)."""
     x = preprocess(images_uint8, model=model)
@@ -157,7 +150,7 @@ def _curves(model, start, end, maps, targets, steps, batch_size, seed) -> torch.
         r, a, b = ranks[i:i + per_chunk], start[i:i + per_chunk], end[i:i + per_chunk]
         stack = torch.stack([torch.where(r < k, b, a) for k in counts], dim=1)  # (c, S, 3, h, w)
         t = targets[i:i + per_chunk].repeat_interleave(steps + 1)
-        out.append(_class_probs(model, stack.flatten(0, 1), t, batch_size).view(-1, steps + 1))
+        out.append(class_probability(model, stack.flatten(0, 1), t, batch_size).view(-1, steps + 1))
     return torch.cat(out)
 
 
@@ -252,7 +245,7 @@ def road_curves(model: nn.Module, images_uint8, maps, targets=None,
         k = _removed_count(fraction, h * w)
         imputed = torch.stack([noisy_linear_impute(x[i], ranks[i] >= k, noise, gen)
                                for i in range(n)])
-        out.append(_class_probs(model, imputed, targets, batch_size))
+        out.append(class_probability(model, imputed, targets, batch_size))
     return torch.stack(out, dim=1)
 
 

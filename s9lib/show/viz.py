@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from ..inference import probabilities
 from ..data.cifar import CLASSES
 
 __all__ = [
@@ -179,7 +178,7 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
     """
     layers = _layers_of(result, layers)
     n = min(len(images), max_images)
-    probs = probabilities(result.logits)
+    probs = result.probs.detach().cpu().numpy()
     targets = _numpy(result.targets).astype(int)
     per_layer = 2 if heatmaps else 1
     ncols = 1 + per_layer * len(layers)
@@ -223,7 +222,7 @@ def gradcam_report(photo, image32, result, index: int = 0,
     the top-``top_k`` probabilities, then per layer the heatmap (top) and overlay (bottom).
     """
     layers = _layers_of(result, layers)
-    probs = probabilities(result.logits)[index]
+    probs = result.probs[index].detach().cpu().numpy()
     pred = int(probs.argmax())
     target = int(_numpy(result.targets)[index])
     photo_f = _as_float_rgb(photo)

@@ -147,7 +147,8 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
     While it runs, ``out/.lock`` keeps a second training out of the folder (a killed run's
     lock is taken over) and the temporary files of a killed checkpoint write are deleted.
     ``on_epoch_end`` is called with the history after each epoch (for live plots). Sets
-    ``model.normalization`` to the recipe's, so ``predict`` and the CAMs normalise as trained.
+    the model's input statistics (its buffers) to the recipe's, so every inference path
+    normalises as trained and the checkpoint records it.
     Started by ``torchrun``, it trains distributed (module docstring); ``model`` itself is
     never wrapped, so it is ready for CAMs afterwards.
     """
@@ -209,7 +210,7 @@ class _Run:
                  data: Cifar10, num_workers: int | None) -> None:
         self.r, self.epochs, self.dev, self.job, self.model, self.data = r, epochs, dev, job, model, data
         self.is_main = job is None or job.is_main
-        model.normalization = r.normalization
+        model.set_normalization(*r.normalization)
         self.dtype = amp_dtype(dev, r.amp if r.amp != "auto" else None)  # $S9LIB_AMP: auto
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.dtype == torch.float16)
         step_model = model
