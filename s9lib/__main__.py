@@ -29,9 +29,9 @@ def subcommand(name: str, help: str):
 @subcommand("train", "train the CIFAR ResNet18 with a named recipe (one process, or one per "
             "device under torchrun)")
 def _train(parser: argparse.ArgumentParser):
-    parser.add_argument("--recipe", default="seed", help="training recipe: " + ", ".join(
+    parser.add_argument("--recipe", default="course", help="training recipe: " + ", ".join(
         f"{k} ({v.epochs} epochs, {v.optimizer} lr {v.lr}, batch {v.batch_size}, "
-        f"{v.data_path} data path)" for k, v in RECIPES.items()) + " [default: seed]")
+        f"{v.data_path} data path)" for k, v in RECIPES.items()) + " [default: course]")
     parser.add_argument("--epochs", type=int, default=None,
                         help="number of epochs [default: the recipe's; 1 with S9LIB_FAST=1]")
     parser.add_argument("--data", default=None,
@@ -341,13 +341,13 @@ def _measure_export(model, data: str | None, exact: tuple | None) -> dict:
     """The accuracies an export records: CIFAR-10's test split and, optionally, ``exact``."""
     import torch
 
-    from .inference import predict
+    from .inference import predict_logits
     from .data.cifar import load_cifar10
 
     tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))  # as the run evaluated
 
     def accuracy(images, labels) -> float:
-        logits = predict(model, images, device=torch.device("cpu"), tta_flip=tta,
+        logits = predict_logits(model, images, device=torch.device("cpu"), tta_flip=tta,
                          dtype=None)  # float32: the same on every machine
         return round(float((logits.argmax(1) == labels).mean()), 4)
 

@@ -23,6 +23,8 @@ from s9lib.checkpoints import load_checkpoint
 
 from helpers import REPO, archive_path
 
+pytestmark = pytest.mark.integration
+
 
 def _env(**extra):
     env = {**os.environ, "S9LIB_DATA": str(archive_path()), "S9LIB_FAST": "1", **extra}
