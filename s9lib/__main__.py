@@ -123,7 +123,7 @@ def _check_train_args(args) -> None:
 
 
 def _describe_run(out: Path, found: list[str]) -> str:
-    """'history.json: 3 of 60 epochs, recipe seed' (or just the files) for a refusal."""
+    """'history.json: 3 of 60 epochs, recipe course' (or just the files) for a refusal."""
     from .training.history import HISTORY, History
 
     try:

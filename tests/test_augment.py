@@ -123,8 +123,8 @@ def test_normalize_and_denormalize_round_trip():
 
 
 def test_seed_brightness_contrast_clips_normalised_images_to_0_1():
-    """The seed's RandomBrightnessContrast runs on normalised floats and clips them to [0, 1]:
-    every image it touches loses all values below the mean; the fixed preset never does."""
+    """The course preset's RandomBrightnessContrast runs on normalised floats and clips them to
+    [0, 1]: every image it touches loses all values below the mean; the fixed preset never does."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     for name, expect_clipped in (("course", True), ("course-fixed", False)):

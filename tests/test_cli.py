@@ -44,7 +44,7 @@ def test_help_documents_every_flag():
     for flag in ("--recipe", "--epochs", "--data", "--out", "--resume", "--device", "--workers",
                  "--seed", "--amp", "--fast"):
         assert flag in proc.stdout
-    assert "seed (60 epochs" in proc.stdout and "fast (" in proc.stdout
+    assert "course (60 epochs" in proc.stdout and "fast (" in proc.stdout
 
 
 def test_unknown_recipe_and_missing_data_are_clear_errors(tmp_path):

@@ -218,7 +218,8 @@ def test_preprocess_defaults_to_cifar_statistics_not_imagenet():
 
 
 def test_preprocess_uses_the_models_statistics(tmp_path):
-    # A model trained with the seed's std carries it in its buffers, and its checkpoint too.
+    # A model trained with the course preset's std carries it in its buffers, and its checkpoint
+    # too.
     trained = ResNet18(mean=augment.COURSE_MEAN, std=augment.COURSE_STD)
     save_checkpoint(tmp_path / "ck.pt", trained, recipe=get_recipe("course"))
     model = load_model(tmp_path / "ck.pt", device="cpu")

@@ -114,7 +114,7 @@ def test_checkpoint_and_history_round_trip(tmp_path):
     assert json.loads((tmp_path / HISTORY).read_text())["epochs"][0]["epoch"] == 1
 
     model = load_model(tmp_path, device="cpu")
-    assert mean == pytest.approx((0.4914, 0.4822, 0.4465))  # the seed preset's statistics
+    assert mean == pytest.approx((0.4914, 0.4822, 0.4465))  # the course preset's statistics
     reloaded = predict_logits(model, data.test, device=CPU)
     model2 = _model()
     model2.load_state_dict(state["model"])

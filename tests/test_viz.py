@@ -81,7 +81,7 @@ def test_overlay_resizes_a_small_map_and_checks_inputs():
     assert out.shape == (64, 64, 3)
     with pytest.raises(ValueError, match="alpha"):
         viz.overlay(_images(1)[0], np.zeros((32, 32)), alpha=1.5)
-    with pytest.raises(ValueError, match="denormalize"):
+    with pytest.raises(ValueError, match="unstandardize"):
         viz.overlay(np.full((32, 32, 3), -1.5, np.float32), np.zeros((32, 32)))
 
 

@@ -27,7 +27,8 @@ Design rules (chapter 4 compares them with the course notebook and other librari
 
 * Hooks exist only inside a ``with`` block (or inside one call when used without ``with``) and
   are removed on exit *and* on exceptions; the model's train/eval mode and every parameter's
-  ``requires_grad`` are restored. (The seed registered a hook per call and never removed it.)
+  ``requires_grad`` are restored. (The course notebook registered a hook per call and never
+  removed it.)
 * One forward and one backward pass serve every layer asked for, and the backward stops at the
   earliest hooked layer.
 * The course notebook's GradCAM++ denominator ``2 g^2 + sum_ab(A_ab * g_ab^3)`` is kept as
