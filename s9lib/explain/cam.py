@@ -87,6 +87,8 @@ __all__ = [
     "xgradcam_weights",
     "eigencam_projection",
     "check_images",
+    "check_logits",
+    "resolve_targets",
 ]
 
 #: GradCAM++'s default epsilon: none. Eq. 19 needs no guard where it counts (chapter 5): at a
@@ -282,7 +284,7 @@ def _check_target_type(targets) -> None:
                         f"an integer tensor) or None, got {kind}.")
 
 
-def _resolve_targets(targets, logits: torch.Tensor) -> torch.Tensor:
+def resolve_targets(targets, logits: torch.Tensor) -> torch.Tensor:
     """(B,) long targets: the prediction (None), one class for all (int), or one per image."""
     batch, num_classes = logits.shape
     _check_target_type(targets)
@@ -339,7 +341,7 @@ def check_images(images, model: nn.Module | None = None) -> None:
                          f"pixels, not normalised ones; {hint}.")
 
 
-def _check_logits(logits: torch.Tensor) -> None:
+def check_logits(logits: torch.Tensor) -> None:
     """Non-finite logits would give all-zero (or NaN) maps that look like "no evidence"."""
     finite = torch.isfinite(logits.detach()).all(1)
     if not finite.all():
@@ -493,9 +495,9 @@ class BaseCAM:
             # enable_grad: notebooks often call this inside torch.no_grad()
             with torch.set_grad_enabled(self.uses_gradients):
                 logits = self.model(x)
-                _check_logits(logits)
+                check_logits(logits)
                 acts = self._activations()
-                tgt = _resolve_targets(targets, logits)
+                tgt = resolve_targets(targets, logits)
                 grads = self._gradients(logits, tgt, acts)
             return self._result(x.shape[-2:], acts, grads, tgt, logits)
         finally:
