@@ -264,8 +264,8 @@ class _Run:
                 raise ValueError(
                     f"Training diverged: the loss is not finite at epoch {epoch + 1}, step "
                     f"{exc.step} (lr {exc.lr:.3g}); stopped, and nothing of epoch {epoch + 1} "
-                    f"was saved (a run folder keeps the checkpoint of epoch {epoch}, the last "
-                    "finite one, if any). Lower the recipe's lr.") from None
+                    "was saved (a run folder keeps the checkpoint of its last finished epoch, "
+                    "if any). Lower the recipe's lr.") from None
             test_loss, test_correct, test_seen = _evaluate(self.model, self.data.test, self.r,
                                                            self.dev, self.dtype, self.job)
             if self.job is not None:
@@ -350,13 +350,6 @@ def _check_same_data(path: Path, info: dict, data: Cifar10) -> None:
     """Refuse to resume on other data than the checkpoint's: other images or labels (their
     SHA-256, wherever the data was loaded from), another class list, or other split sizes
     (FAST vs full). Histories from before the hash compare the source path instead."""
-    described = f"{info.get('data')}{' (FAST subset)' if info.get('fast') else ''}"
-    if "data_sha256" in info and info["data_sha256"] != data.fingerprint():
-        raise ValueError(f"{path} was trained on other data ({described}) than {data.source}"
-                         f"{' (FAST subset)' if data.is_fast else ''}; pass the same --data "
-                         "(and FAST setting) to resume, or another --out.")
-    if "data_sha256" not in info and info.get("data") is not None:
-        _check_same_source(path, info["data"], data)
     classes = info.get("classes")
     if classes is not None and tuple(classes) != tuple(data.classes):
         raise ValueError(f"{path} was trained on the classes {', '.join(classes)}, not "
@@ -366,6 +359,13 @@ def _check_same_data(path: Path, info: dict, data: Cifar10) -> None:
         raise ValueError(f"{path} was trained on {sizes[0]} training and {sizes[1]} test "
                          f"images, this data has {len(data.train)} and {len(data.test)}; "
                          "resume with the same data and FAST setting.")
+    described = f"{info.get('data')}{' (FAST subset)' if info.get('fast') else ''}"
+    if "data_sha256" in info and info["data_sha256"] != data.fingerprint():
+        raise ValueError(f"{path} was trained on other data ({described}) than {data.source}"
+                         f"{' (FAST subset)' if data.is_fast else ''}: other images or labels; "
+                         "pass the same --data (and FAST setting) to resume, or another --out.")
+    if "data_sha256" not in info and info.get("data") is not None:
+        _check_same_source(path, info["data"], data)
 
 
 def _check_same_source(path: Path, saved: str, data: Cifar10) -> None:
