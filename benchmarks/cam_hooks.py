@@ -1,6 +1,6 @@
 """1,000 CAM calls on one model: no hooks may be left behind and memory must stay flat.
 
-Why: the seed notebook registered new hooks on every call and never removed them, so every
+Why: the course notebook registered new hooks on every call and never removed them, so every
 call got slower and kept the previous activations (and their autograd graphs) alive. This runs
 the usage patterns a notebook produces: `with` blocks, one-shot calls outside `with`,
 `explain()`, both methods, and an exception inside a `with` block every 50th call, then prints

@@ -50,7 +50,7 @@ def load_images(batch: int) -> tuple[torch.Tensor, str]:
         from s9lib.data import load_cifar10
 
         images = load_cifar10(fast=True).test.images[:batch]
-        x = torch.from_numpy(aug.normalize(images)).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(aug.standardize(images)).permute(0, 3, 1, 2).contiguous()
         return x, f"{batch} real CIFAR-10 test images"
     except (FileNotFoundError, ValueError):
         torch.manual_seed(1)

@@ -21,7 +21,7 @@ import torch
 
 from s9lib.checkpoints import load
 from s9lib.data import load_cifar10
-from s9lib.inference import predict
+from s9lib.inference import predict_logits
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
             start = time.perf_counter()
             row = {}
             for split, (images, labels) in sets.items():
-                logits = predict(model, images, device=cpu,
+                logits = predict_logits(model, images, device=cpu,
                                  tta_flip=tta, dtype=dtype)
                 row[f"{split}_acc"] = round(float((logits.argmax(1) == labels).mean()), 4)
             row["seconds"] = round(time.perf_counter() - start, 1)

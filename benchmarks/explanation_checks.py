@@ -12,7 +12,7 @@ model's prediction for each image at ``--layer``:
    ``linear``, ``+layer4``, ... ``+stem``; a floor from maps of unrelated images.
 2. Deletion AUC, insertion AUC (RISE) and ROAD MoRF / LeRF (``s9lib.evaluate.removal``) for each method
    plus two content-free baselines: ``random`` (``s9lib.evaluate.faithfulness.random_maps``: noise on
-   the layer's grid, upsampled like a CAM) and ``centre`` (``s9lib.evaluate.removal.centre_maps``).
+   the layer's grid, upsampled like a CAM) and ``centre`` (``s9lib.evaluate.removal.center_maps``).
 
 Methods whose maps are equal to 1e-6 (GradCAM, XGradCAM and HiResCAM at ``layer4`` of this
 model, whose gradient is constant over the cells) are scored once and marked ``same_maps_as``.
@@ -37,9 +37,9 @@ from s9lib.explain.cam import METHODS, explain
 from s9lib.data import load_cifar10
 from s9lib.evaluate.faithfulness import random_maps
 from s9lib.data.inputs import preprocess
-from s9lib.evaluate.removal import (BLUR_SIGMA, DEFAULT_FRACTIONS, DEFAULT_STEPS, centre_maps,
+from s9lib.evaluate.removal import (BLUR_SIGMA, DEFAULT_FRACTIONS, DEFAULT_STEPS, center_maps,
                            removal_report)
-from s9lib.evaluate.sanity import cascading_randomisation, predicted_classes
+from s9lib.evaluate.sanity import cascading_randomization, predicted_classes
 
 
 def parse_args() -> argparse.Namespace:
@@ -84,7 +84,7 @@ def all_maps(model, x, layer, targets, seed) -> dict[str, torch.Tensor]:
         grid = tuple(res.raw[layer].shape[-2:])
     size = tuple(x.shape[-2:])
     maps["random"] = random_maps(len(x), grid, size, torch.Generator().manual_seed(seed))
-    maps["centre"] = centre_maps(len(x), size)
+    maps["centre"] = center_maps(len(x), size)
     return maps
 
 
@@ -130,7 +130,7 @@ def run(args) -> dict:
     targets = predicted_classes(model, x)
     accuracy = float((targets == torch.as_tensor(labels)).float().mean())
     t1 = time.perf_counter()
-    sanity = cascading_randomisation(model, x, args.layer, list(METHODS), targets, args.seed)
+    sanity = cascading_randomization(model, x, args.layer, list(METHODS), targets, args.seed)
     t2 = time.perf_counter()
     maps = all_maps(model, x, args.layer, targets, args.seed)
     same = distinct(maps)

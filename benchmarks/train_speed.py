@@ -140,7 +140,7 @@ def main() -> None:
 
     data = load_cifar10(args.data, fast=False)
     train: Split = data.train
-    loader = LoaderBatches(train, augment.build("seed-fixed"), bs, device, shuffle=True,
+    loader = LoaderBatches(train, augment.build("course-fixed"), bs, device, shuffle=True,
                            num_workers=args.workers, drop_last=True)
     resident = DeviceBatches(train, bs, device, shuffle=True, drop_last=True)
     for name, batches in (("albumentations DataLoader", loader), ("device-resident", resident)):

@@ -52,9 +52,9 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
 @subcommand("train", "train the CIFAR ResNet18 with a named recipe (one process, or one per "
             "device under torchrun)", shared=("data", "device", "fast"))
 def _train(parser: argparse.ArgumentParser):
-    parser.add_argument("--recipe", default="seed", help="training recipe: " + ", ".join(
+    parser.add_argument("--recipe", default="course", help="training recipe: " + ", ".join(
         f"{k} ({v.epochs} epochs, {v.optimizer} lr {v.lr}, batch {v.batch_size}, "
-        f"{v.data_path} data path)" for k, v in RECIPES.items()) + " [default: seed]")
+        f"{v.data_path} data path)" for k, v in RECIPES.items()) + " [default: course]")
     parser.add_argument("--epochs", type=int, default=None,
                         help="number of epochs [default: the recipe's; 1 with S9LIB_FAST=1]")
     parser.add_argument("--out", default="runs/latest",

@@ -399,12 +399,13 @@ def measure_export(model: ResNet18, data: str | os.PathLike | None = None,
     mode) and, optionally, ``exact`` = (images, labels); in float32 on the CPU, so the
     same on every machine, with flip test-time augmentation when the run evaluated so."""
     from .data.cifar import load_cifar10
-    from .inference import predict
+    from .inference import predict_logits
 
     tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))
 
     def accuracy(images, labels) -> float:
-        logits = predict(model, images, device=torch.device("cpu"), tta_flip=tta, dtype=None)
+        logits = predict_logits(model, images, device=torch.device("cpu"), tta_flip=tta,
+                                dtype=None)
         return round(float((logits.argmax(1) == labels).mean()), 4)
 
     test = load_cifar10(data, fast=False).test

@@ -23,7 +23,7 @@ from .data.cifar import Split
 from .data.inputs import preprocess
 from .runtime import amp_dtype, autocast, get_device
 
-__all__ = ["eval_mode", "predict", "logits_of", "softmax_of", "class_probability", "evaluate",
+__all__ = ["eval_mode", "predict_logits", "logits_of", "softmax_of", "class_probability", "evaluate",
            "probabilities", "per_class_accuracy", "Mistakes", "misclassified"]
 
 
@@ -40,13 +40,12 @@ def eval_mode(model: nn.Module):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray | Split, *, device=None, batch_size: int = 512,
-            tta_flip: bool = False,
-            dtype: torch.dtype | None | str = "auto") -> np.ndarray:
+def predict_logits(model: nn.Module, images: np.ndarray | Split, *, device=None,
+                   batch_size: int = 512, tta_flip: bool = False,
+                   dtype: torch.dtype | None | str = "auto") -> np.ndarray:
     """Logits (N, num_classes) float32 for uint8 (N, 32, 32, 3) images (or a ``Split``).
 
-    Normalises with the model's own statistics (its buffers, :func:`normalization_of`).
-    ``tta_flip`` averages the
+    Normalises with the model's own statistics (its buffers). ``tta_flip`` averages the
     logits of each image and its mirror image. ``dtype`` is the autocast dtype (None:
     float32); ``"auto"`` asks :func:`s9lib.runtime.amp_dtype`.
     """
@@ -72,7 +71,7 @@ def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch
     """float32 logits (N, C) on the CPU for already normalised images ``x`` (N, 3, H, W),
     in eval mode and in batches on the model's device; the model's mode is restored.
 
-    :func:`predict` starts from uint8 pixels; the explanation metrics (``sanity``,
+    :func:`predict_logits` starts from uint8 pixels; the explanation metrics (``sanity``,
     ``removal``) hold normalised, edited images and come here.
     """
     device = next(model.parameters()).device
@@ -95,8 +94,8 @@ def class_probability(model: nn.Module, x: torch.Tensor, classes: torch.Tensor,
 
 
 def evaluate(model: nn.Module, split: Split, **kwargs) -> tuple[float, float]:
-    """(cross-entropy loss, accuracy) of ``model`` on ``split`` (keywords as :func:`predict`)."""
-    logits = predict(model, split.images, **kwargs)
+    """(cross-entropy loss, accuracy) of ``model`` on ``split`` (keywords as :func:`predict_logits`)."""
+    logits = predict_logits(model, split.images, **kwargs)
     labels = torch.from_numpy(split.labels)
     loss = F.cross_entropy(torch.from_numpy(logits), labels).item()
     return loss, float((logits.argmax(1) == split.labels).mean())

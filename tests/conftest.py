@@ -1,4 +1,10 @@
-"""pytest setup shared by the unit tests and the nbval run over book/*.ipynb.
+"""pytest setup shared by the three test tiers and the nbval run over book/*.ipynb.
+
+Tiers (markers, registered in pyproject.toml): ``unit`` (seconds each: what a developer runs
+while editing, ``pytest -m unit``), ``integration`` (subprocesses, training, the reference
+agreement matrices) and ``book`` (the chapters under nbval, the built book in Chromium, the
+Colab bootstrap). Every test module names its tier with ``pytestmark``; notebooks are
+``book``; a test in no tier, or in two, is a collection error.
 
 `S9LIB_FAST=1 pytest --nbval-lax` runs every chapter in FAST mode: nbval starts each
 notebook's kernel with the notebook's folder (book/) as working directory, and the kernel
@@ -39,3 +45,33 @@ def data():
     if not archive_path().exists():
         pytest.skip(f"CIFAR-10 archive not found at {archive_path()} (set S9LIB_DATA)")
     return load_cifar10(archive_path(), fast=True)
+
+
+TIERS = ("unit", "integration", "book")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.path.suffix == ".ipynb":  # nbval's cells
+            item.add_marker(pytest.mark.book)
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) != 1:
+            raise pytest.UsageError(f"{item.nodeid} is in the tiers {sorted(tiers) or 'none'}; "
+                                    "give its module exactly one pytestmark of " + ", ".join(TIERS))
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The shipped weights on the CPU, loaded once; a test must not change them (copy first)."""
+    import s9lib
+
+    return s9lib.pretrained(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def images(data):
+    """Eight real test images (classes 0..7 of the class-interleaved FAST subset), normalised
+    with the CIFAR-10 statistics the shipped model and a fresh ResNet18 both use."""
+    from s9lib.data.inputs import preprocess
+
+    return preprocess(data.test.images[:8]).contiguous()

@@ -25,6 +25,16 @@ def cifar(train_per_class: int = 10, test_per_class: int = 5):
     return load_cifar10(archive_path(), fast=False).fast(train_per_class, test_per_class)
 
 
+def random_model():
+    """A fresh ResNet18 with seed-0 weights, in eval mode (the untrained reference model)."""
+    import torch
+
+    from s9lib.models import ResNet18
+
+    torch.manual_seed(0)
+    return ResNet18().eval()
+
+
 def step_recipe():
     """The fast recipe for one exact step: a global batch of the 80 images of ``cifar(8, 2)``,
     BatchNorm statistics over the global batch, float32 (bf16 rounding would hide small

@@ -7,6 +7,8 @@ from s9lib.data import load_cifar10
 
 from helpers import archive_path
 
+pytestmark = pytest.mark.unit
+
 
 def _halves_image():
     """Dark left half, bright right half: a flip is visible whatever else happens."""
@@ -26,8 +28,8 @@ def _flipped_fraction(name, draws=200):
 
 
 def test_seed_flip_always_flips_and_fixed_flip_does_not():
-    assert _flipped_fraction("seed") == 1.0
-    assert 0.35 < _flipped_fraction("seed-fixed") < 0.65
+    assert _flipped_fraction("course") == 1.0
+    assert 0.35 < _flipped_fraction("course-fixed") < 0.65
 
 
 def _steps(name):
@@ -35,21 +37,21 @@ def _steps(name):
 
 
 def test_seed_preset_is_the_faithful_port():
-    steps = _steps("seed")
+    steps = _steps("course")
     kinds = [type(t).__name__ for t in steps]
     assert kinds == ["HorizontalFlip", "Normalize", "Affine", "CoarseDropout",
                      "RandomBrightnessContrast"]
     flip, norm, affine, drop, bc = steps
     assert flip.p == 1.0
-    assert tuple(norm.mean) == augment.SEED_MEAN and tuple(norm.std) == augment.SEED_STD
+    assert tuple(norm.mean) == augment.COURSE_MEAN and tuple(norm.std) == augment.COURSE_STD
     assert affine.border_mode == 4  # cv2.BORDER_REFLECT_101
     assert drop.num_holes_range == (1, 1) and drop.hole_height_range == (12, 12)
-    assert drop.p == 0.5 and tuple(drop.fill) == augment.SEED_MEAN
+    assert drop.p == 0.5 and tuple(drop.fill) == augment.COURSE_MEAN
     assert bc.brightness_limit == (-0.2, 0.2) and bc.contrast_limit == (-0.2, 0.2)
 
 
 def test_seed_fixed_preset_normalises_last_with_true_statistics():
-    steps = _steps("seed-fixed")
+    steps = _steps("course-fixed")
     kinds = [type(t).__name__ for t in steps]
     assert kinds[-1] == "Normalize" and kinds.index("RandomCrop") < kinds.index("Normalize")
     assert "PadIfNeeded" in kinds and "CoarseDropout" in kinds
@@ -63,7 +65,7 @@ def test_true_statistics_match_the_training_images():
     mean, std = augment.channel_stats(data.train.images)
     assert np.allclose(mean, augment.CIFAR10_MEAN, atol=0.002)
     assert np.allclose(std, augment.CIFAR10_STD, atol=0.003)  # JPEG smooths a little
-    assert not np.allclose(std, augment.SEED_STD, atol=0.02)
+    assert not np.allclose(std, augment.COURSE_STD, atol=0.02)
 
 
 def test_presets_are_strict_and_end_in_a_tensor():
@@ -80,14 +82,14 @@ def test_strict_refuses_unknown_arguments():
 
 
 def test_unknown_preset_names_the_choices():
-    with pytest.raises(ValueError, match="seed-fixed"):
+    with pytest.raises(ValueError, match="course-fixed"):
         augment.build("cutout")
 
 
 def test_reseed_repeats_and_gives_each_transform_its_own_stream():
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    a = augment.build("seed-fixed", seed=3)
-    b = augment.build("seed-fixed", seed=3)
+    a = augment.build("course-fixed", seed=3)
+    b = augment.build("course-fixed", seed=3)
     assert all(np.array_equal(a(image=img)["image"], b(image=img)["image"]) for _ in range(20))
 
 
@@ -116,16 +118,16 @@ def test_reseed_gives_each_transform_its_own_stream():
 
 def test_normalize_and_denormalize_round_trip():
     img = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    back = augment.denormalize(augment.normalize(img))
+    back = augment.unstandardize(augment.standardize(img))
     assert np.allclose(back * 255, img, atol=1e-3)
 
 
 def test_seed_brightness_contrast_clips_normalised_images_to_0_1():
-    """The seed's RandomBrightnessContrast runs on normalised floats and clips them to [0, 1]:
-    every image it touches loses all values below the mean; the fixed preset never does."""
+    """The course preset's RandomBrightnessContrast runs on normalised floats and clips them to
+    [0, 1]: every image it touches loses all values below the mean; the fixed preset never does."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    for name, expect_clipped in (("seed", True), ("seed-fixed", False)):
+    for name, expect_clipped in (("course", True), ("course-fixed", False)):
         t = augment.build(name, to_tensor=False, seed=5)
         clipped = sum(t(image=img)["image"].min() >= 0 for _ in range(100))
         assert (clipped > 20) == expect_clipped, (name, clipped)

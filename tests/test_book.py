@@ -24,6 +24,9 @@ import yaml
 
 from s9lib.show.book import BOOTSTRAP_CELL, REPOSITORY_URL, chapters
 
+pytestmark = pytest.mark.book
+
+
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 

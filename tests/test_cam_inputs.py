@@ -13,10 +13,12 @@ import s9lib
 from s9lib.explain.cam import METHODS, GradCAM, explain
 from s9lib.data.inputs import preprocess
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
-def model():
-    return s9lib.pretrained(device="cpu")
+def model(shipped_model):
+    return shipped_model
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
+import pytest
 import json
 import os
 import subprocess
 import sys
 
 from helpers import REPO, archive_path
+
+pytestmark = pytest.mark.integration
 
 
 def _run(*args, fast=True, **env):
@@ -27,7 +30,7 @@ def test_train_end_to_end_in_fast_mode(tmp_path):
 
 
 def test_train_amp_flag_is_recorded(tmp_path):
-    proc = _run("train", "--recipe", "seed", "--amp", "off", "--out", str(tmp_path / "run"))
+    proc = _run("train", "--recipe", "course", "--amp", "off", "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["info"]["autocast"] == "float32" and history["recipe"]["amp"] == "off"
@@ -41,7 +44,7 @@ def test_help_documents_every_flag():
     for flag in ("--recipe", "--epochs", "--data", "--out", "--resume", "--device", "--workers",
                  "--seed", "--amp", "--fast"):
         assert flag in proc.stdout
-    assert "seed (60 epochs" in proc.stdout and "fast (" in proc.stdout
+    assert "course (60 epochs" in proc.stdout and "fast (" in proc.stdout
 
 
 def test_unknown_recipe_and_missing_data_are_clear_errors(tmp_path):

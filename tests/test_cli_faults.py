@@ -23,6 +23,8 @@ from s9lib.checkpoints import load_checkpoint
 
 from helpers import REPO, cli_env, kill_mid_write, one_line_error
 
+pytestmark = pytest.mark.integration
+
 
 def _env(**extra):
     return cli_env(**extra)

@@ -22,6 +22,9 @@ import pytest
 
 from s9lib.show.book import BOOTSTRAP_CELL, chapters
 
+pytestmark = pytest.mark.book
+
+
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = chapters(ROOT / "book")
 PROBE = "\nprint('IN_COLAB', IN_COLAB)\nprint('S9LIB_FILE', s9lib.__file__)\n"

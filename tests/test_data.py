@@ -11,6 +11,8 @@ from s9lib.data import augment
 
 from helpers import archive_path, cifar, small_tree
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):

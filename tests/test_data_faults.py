@@ -20,6 +20,9 @@ from s9lib.data import CLASSES, load_cifar10
 
 from helpers import REPO, archive_path, small_tree
 
+pytestmark = pytest.mark.integration
+
+
 #: Cut after this many archive members: all 10,000 test images (the archive stores test/
 #: first) and ~590 training airplanes, so both splits are there, one of them short.
 MEMBERS = 10_600

@@ -23,6 +23,9 @@ from s9lib.training.history import History
 from s9lib.models import ResNet18
 from s9lib.training.loop import fit
 
+pytestmark = pytest.mark.integration
+
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 

@@ -18,6 +18,9 @@ from s9lib.data.inputs import to_unit
 from s9lib.models import ResNet18
 from s9lib.checkpoints import save_checkpoint
 
+pytestmark = pytest.mark.unit
+
+
 N = 8
 MEAN, STD = aug.CIFAR10_MEAN, aug.CIFAR10_STD
 

@@ -17,6 +17,9 @@ from s9lib.training.recipes import get_recipe
 
 from helpers import REPO
 
+pytestmark = pytest.mark.integration
+
+
 CAT = REPO / "sampleimages" / "chelsea_cat.jpg"
 GRAY = REPO / "sampleimages" / "camera_gray.jpg"
 

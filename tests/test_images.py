@@ -18,6 +18,8 @@ from s9lib.training.recipes import get_recipe
 
 from helpers import REPO
 
+pytestmark = pytest.mark.unit
+
 
 def _png_header_only(path, width, height):
     """A PNG whose header claims ``width x height`` but holds no pixel data: what a
@@ -216,14 +218,15 @@ def test_preprocess_defaults_to_cifar_statistics_not_imagenet():
 
 
 def test_preprocess_uses_the_models_statistics(tmp_path):
-    # A model trained with the seed's std carries it in its buffers, and its checkpoint too.
-    trained = ResNet18(mean=augment.SEED_MEAN, std=augment.SEED_STD)
-    save_checkpoint(tmp_path / "ck.pt", trained, recipe=get_recipe("seed"))
+    # A model trained with the course preset's std carries it in its buffers, and its checkpoint
+    # too.
+    trained = ResNet18(mean=augment.COURSE_MEAN, std=augment.COURSE_STD)
+    save_checkpoint(tmp_path / "ck.pt", trained, recipe=get_recipe("course"))
     model = load_model(tmp_path / "ck.pt", device="cpu")
-    assert normalization_of(model) == (augment.SEED_MEAN, augment.SEED_STD)
+    assert normalization_of(model) == (augment.COURSE_MEAN, augment.COURSE_STD)
     imgs = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     x = preprocess(imgs, model=model)
-    ref = augment.normalize(imgs, augment.SEED_MEAN, augment.SEED_STD).transpose(0, 3, 1, 2)
+    ref = augment.standardize(imgs, augment.COURSE_MEAN, augment.COURSE_STD).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(x.numpy(), ref, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(x, preprocess(imgs))  # the default stats differ
 

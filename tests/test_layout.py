@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import subprocess
 import sys
 
 from helpers import REPO
+
+pytestmark = pytest.mark.unit
 
 
 def test_import_s9lib_stays_light():

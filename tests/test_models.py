@@ -1,7 +1,10 @@
+import pytest
 import torch
 from torch import nn
 
 from s9lib.models import LAYER_NAMES, ResNet18, count_parameters
+
+pytestmark = pytest.mark.unit
 
 
 def test_parameter_count_is_the_cifar_resnet18():

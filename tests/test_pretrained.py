@@ -7,11 +7,14 @@ import torch
 import s9lib
 from s9lib.checkpoints import DEFAULT_WEIGHTS, WEIGHTS_DIR, available, export_weights, weights_meta
 from s9lib.models import ResNet18
-from s9lib.inference import predict
+from s9lib.inference import predict_logits
 from s9lib.checkpoints import save_checkpoint
 from s9lib.training.recipes import Recipe, get_recipe
 
 from helpers import archive_path
+
+pytestmark = pytest.mark.unit
+
 
 #: Accuracy floors on the 1,017 exact-pixel test images for the shipped weights (the
 #: reference run fast-cpu-bf16-14ep, BENCHMARKS.md): measured 89.87 % with flip TTA and
@@ -39,12 +42,12 @@ def test_pretrained_accuracy_on_exact_pixel_test_images():
     exact = np.load(archive_path().parent / "cifar10_test_exact_first1017.npz")
     model = s9lib.pretrained(device="cpu")
     tta = weights_meta()["tta_flip"]  # the recipe evaluates on image + mirror image
-    logits = predict(model, exact["images"], device=torch.device("cpu"),
+    logits = predict_logits(model, exact["images"], device=torch.device("cpu"),
                      tta_flip=tta)
     acc = float((logits.argmax(1) == exact["labels"]).mean())
     assert acc >= EXACT_ACCURACY_FLOOR
     assert acc == pytest.approx(weights_meta()["exact_test_acc"], abs=0.005)
-    plain = predict(model, exact["images"], device=torch.device("cpu"))
+    plain = predict_logits(model, exact["images"], device=torch.device("cpu"))
     assert float((plain.argmax(1) == exact["labels"]).mean()) >= EXACT_ACCURACY_FLOOR_NO_TTA
 
 
@@ -56,8 +59,8 @@ def test_export_round_trip_keeps_predictions(tmp_path):
     loaded = s9lib.pretrained(tmp_path / "w.pt", device="cpu")
     assert loaded.meta["note"] == "test" and loaded.normalization[1][0] == pytest.approx(0.2470)
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-    a = predict(model, x, device=torch.device("cpu"))
-    b = predict(loaded, x, device=torch.device("cpu"))
+    a = predict_logits(model, x, device=torch.device("cpu"))
+    b = predict_logits(loaded, x, device=torch.device("cpu"))
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
 
 
@@ -76,7 +79,7 @@ def test_files_written_before_the_model_carried_its_statistics_still_load(tmp_pa
     from s9lib.checkpoints import load
 
     seed_stats = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.201))
-    save_checkpoint(tmp_path / "new.pt", ResNet18(), recipe=get_recipe("seed"))
+    save_checkpoint(tmp_path / "new.pt", ResNet18(), recipe=get_recipe("course"))
     state = torch.load(tmp_path / "new.pt", map_location="cpu", weights_only=True)
     for key in ("input_mean", "input_std"):
         del state["model"][key]
@@ -116,7 +119,7 @@ def test_export_cli_records_what_the_fp16_weights_measure(tmp_path, data):
     meta = model.meta
     assert meta["note"] == "cli" and meta["tta_flip"] is True  # the fast recipe's protocol
     assert meta["test_images"] == 30 and meta["exact_test_images"] == 7
-    logits = predict(model, small.test.images, device=torch.device("cpu"),
+    logits = predict_logits(model, small.test.images, device=torch.device("cpu"),
                      tta_flip=True)
     assert meta["test_acc"] == round(float((logits.argmax(1) == small.test.labels).mean()), 4)
     assert not list(tmp_path.glob(".w.pt.*")), "a temporary file was left behind"

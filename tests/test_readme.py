@@ -1,8 +1,11 @@
+import pytest
 """The README's commands are what CI runs: keep them the same."""
 
 import re
 
 from helpers import REPO
+
+pytestmark = pytest.mark.unit
 
 
 def _bash_blocks(text):

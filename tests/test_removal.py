@@ -11,18 +11,21 @@ import torch
 from s9lib.explain.cam import explain
 from s9lib.checkpoints import pretrained
 from s9lib.data.inputs import preprocess
-from s9lib.evaluate.removal import (auc, blur, centre_maps, deletion_curves, insertion_curves,
+from s9lib.evaluate.removal import (auc, blur, center_maps, deletion_curves, insertion_curves,
                            noisy_linear_impute, relevance_order, removal_report, road_curves)
 
 pgc_road = pytest.importorskip("pytorch_grad_cam.metrics.road")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
+
 N = 8
 
 
 @pytest.fixture(scope="module")
-def model():
-    return pretrained(device="cpu")
+def model(shipped_model):
+    return shipped_model
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def gradcam(model, pixels) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_centre_maps_and_relevance_order():
-    c = centre_maps(2, (32, 32))
+    c = center_maps(2, (32, 32))
     assert c.shape == (2, 32, 32) and c.min() == 0 and c.max() == 1
     assert c[0, 15:17, 15:17].min() == c.max() and torch.equal(c[0], c[1])
     maps = torch.tensor([[[0.0, 0.5], [1.0, 0.5]]])
@@ -108,7 +111,7 @@ def test_road_agrees_with_pytorch_grad_cam(model, pixels, gradcam, morf):
 def test_report_and_errors(model, pixels, gradcam):
     maps, targets = gradcam
     report = removal_report(model, pixels[:4], {"gradcam": maps[:4],
-                                                "centre": centre_maps(4, (32, 32))},
+                                                "centre": center_maps(4, (32, 32))},
                             steps=4, fractions=(0.5,))
     assert report.n == 4 and set(report.scores) == {"gradcam", "centre"}
     row = report.scores["gradcam"]

@@ -11,15 +11,18 @@ from scipy.stats import spearmanr
 
 from s9lib.checkpoints import pretrained
 from s9lib.data.inputs import preprocess
-from s9lib.evaluate.sanity import (CASCADE, cascade, cascading_randomisation, predicted_classes,
-                          randomise_, spearman, ssim)
+from s9lib.evaluate.sanity import (CASCADE, cascade, cascading_randomization, predicted_classes,
+
+                          randomize_, spearman, ssim)
+
+pytestmark = pytest.mark.unit
 
 N = 8
 
 
 @pytest.fixture(scope="module")
-def model():
-    return pretrained(device="cpu")
+def model(shipped_model):
+    return shipped_model
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +52,8 @@ def test_cascade_is_cumulative_from_the_logits_and_leaves_the_model_alone(model)
 
 
 def test_randomise_is_seeded_and_resets_batch_norm(model):
-    a = randomise_(pretrained(device="cpu").layer4, seed=1)
-    b = randomise_(pretrained(device="cpu").layer4, seed=1)
+    a = randomize_(pretrained(device="cpu").layer4, seed=1)
+    b = randomize_(pretrained(device="cpu").layer4, seed=1)
     assert _same(a, b) and not _same(a, model.layer4)
     bn = a[0].bn1
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
@@ -73,7 +76,7 @@ def test_spearman_and_ssim():
 
 
 def test_randomising_every_layer_destroys_gradcam_but_not_eigencam_at_the_logits(model, images):
-    report = cascading_randomisation(model, images, "layer4", ["gradcam", "eigencam"], seed=0)
+    report = cascading_randomization(model, images, "layer4", ["gradcam", "eigencam"], seed=0)
     assert report.steps == [label for label, _ in CASCADE] and report.n == N
     rho = {m: [s.mean for s in report.spearman[m]] for m in report.spearman}
     # EigenCAM never looks at the class, so randomising the logits alone changes nothing...
@@ -90,6 +93,6 @@ def test_targets_are_the_trained_models_predictions_and_bad_methods_raise(model,
     preds = predicted_classes(model, images, batch_size=3)
     assert torch.equal(preds, model(images).argmax(1))
     with pytest.raises(ValueError, match="Unknown CAM method"):
-        cascading_randomisation(model, images, methods=["scorecam"])
+        cascading_randomization(model, images, methods=["scorecam"])
     with pytest.raises(ValueError, match="at least 2 images"):
-        cascading_randomisation(model, images[:1])
+        cascading_randomization(model, images[:1])

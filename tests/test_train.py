@@ -9,7 +9,7 @@ from torch import nn
 from s9lib import seed_everything
 from s9lib.training.batches import DeviceBatches
 from s9lib.models import ResNet18
-from s9lib.inference import misclassified, per_class_accuracy, predict
+from s9lib.inference import misclassified, per_class_accuracy, predict_logits
 from s9lib.checkpoints import CHECKPOINT, load_checkpoint, load_model, save_checkpoint
 from s9lib.training.history import HISTORY, History
 from s9lib.training.recipes import get_recipe, lr_schedule
@@ -28,12 +28,12 @@ def _model(seed=0):
 
 def test_fast_training_on_real_images_lowers_the_loss():
     data = cifar(train_per_class=10, test_per_class=5)
-    recipe = get_recipe("seed", batch_size=25)
+    recipe = get_recipe("course", batch_size=25)
     history = fit(_model(), data, recipe, epochs=4, device=CPU, progress=False)
     losses = history.column("train_loss")
     assert len(history) == 4 and losses[-1] < losses[0]
     assert all(0.0 <= a <= 1.0 for a in history.column("test_acc"))
-    assert history.recipe["name"] == "seed" and history.device.startswith("cpu")
+    assert history.recipe["name"] == "course" and history.device.startswith("cpu")
 
 
 def test_fast_recipe_runs_on_the_device_path():
@@ -68,7 +68,7 @@ def test_one_cycle_schedule_is_defined_for_any_length(steps):
     assert np.allclose(seen[:steps], lrs) and seen[-1] > 0
 
 
-@pytest.mark.parametrize("recipe", ["seed", "fast"])
+@pytest.mark.parametrize("recipe", ["course", "fast"])
 def test_resume_after_interruption_gives_the_uninterrupted_history(tmp_path, recipe):
     data = cifar(train_per_class=6, test_per_class=2)
     r = get_recipe(recipe, batch_size=20)
@@ -96,16 +96,16 @@ def test_resume_after_interruption_gives_the_uninterrupted_history(tmp_path, rec
 
 def test_resume_refuses_a_different_recipe(tmp_path):
     data = cifar(train_per_class=2, test_per_class=1)
-    fit(_model(), data, get_recipe("seed", batch_size=10), epochs=1, device=CPU,
+    fit(_model(), data, get_recipe("course", batch_size=10), epochs=1, device=CPU,
         progress=False, out=tmp_path)
     with pytest.raises(ValueError, match="different recipe"):
-        fit(_model(), data, get_recipe("seed", batch_size=5), epochs=1, device=CPU,
+        fit(_model(), data, get_recipe("course", batch_size=5), epochs=1, device=CPU,
             progress=False, out=tmp_path, resume=True)
 
 
 def test_checkpoint_and_history_round_trip(tmp_path):
     data = cifar(train_per_class=2, test_per_class=1)
-    history = fit(_model(), data, get_recipe("seed", batch_size=10), epochs=1, device=CPU,
+    history = fit(_model(), data, get_recipe("course", batch_size=10), epochs=1, device=CPU,
                   progress=False, out=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, HISTORY]
     state = load_checkpoint(tmp_path / CHECKPOINT)
@@ -114,11 +114,11 @@ def test_checkpoint_and_history_round_trip(tmp_path):
     assert json.loads((tmp_path / HISTORY).read_text())["epochs"][0]["epoch"] == 1
 
     model = load_model(tmp_path, device="cpu")
-    assert mean == pytest.approx((0.4914, 0.4822, 0.4465))  # the seed preset's statistics
-    reloaded = predict(model, data.test, device=CPU)
+    assert mean == pytest.approx((0.4914, 0.4822, 0.4465))  # the course preset's statistics
+    reloaded = predict_logits(model, data.test, device=CPU)
     model2 = _model()
     model2.load_state_dict(state["model"])
-    assert np.allclose(reloaded, predict(model2, data.test, device=CPU),
+    assert np.allclose(reloaded, predict_logits(model2, data.test, device=CPU),
                        atol=1e-5)
 
 
@@ -157,7 +157,7 @@ def test_unknown_recipe_and_fields():
     with pytest.raises(ValueError, match="fast"):
         get_recipe("slow")
     with pytest.raises(ValueError, match="optimizer"):
-        replace(get_recipe("seed"), optimizer="lamb")
+        replace(get_recipe("course"), optimizer="lamb")
 
 
 def test_per_class_accuracy_and_misclassified():
@@ -207,6 +207,8 @@ def test_device_crop_is_a_shifted_window_of_the_padded_image():
 
 from s9lib.runtime import AMP_SETTINGS, amp_dtype, cpu_bf16_flags  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("flags, expected", [
     ("fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile", {"amx_bf16", "avx512_bf16"}),
@@ -244,13 +246,13 @@ def test_amp_dtype_settings_and_environment_override(monkeypatch):
 def test_fit_trains_under_the_chosen_autocast_and_records_it(monkeypatch, setting, recorded):
     monkeypatch.setenv("S9LIB_AMP", setting)
     data = cifar(train_per_class=10, test_per_class=5)
-    history = fit(_model(), data, get_recipe("seed", batch_size=25), epochs=2, device=CPU,
+    history = fit(_model(), data, get_recipe("course", batch_size=25), epochs=2, device=CPU,
                   progress=False)
     assert history.info["autocast"] == recorded
     assert np.isfinite(history.column("train_loss")).all()
     # a recipe field asks for the same thing without the environment
     monkeypatch.delenv("S9LIB_AMP")
-    h2 = fit(_model(), data, get_recipe("seed", batch_size=25, amp=setting), epochs=2,
+    h2 = fit(_model(), data, get_recipe("course", batch_size=25, amp=setting), epochs=2,
              device=CPU, progress=False)
     assert h2.info["autocast"] == recorded and h2.column("train_loss") == history.column("train_loss")
 
@@ -262,7 +264,7 @@ def test_fp16_with_loss_scaling_trains(monkeypatch):
     torch.manual_seed(0)
     small = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
-    history = fit(small, data, get_recipe("seed", batch_size=25, amp="fp16", lr=1e-2),
+    history = fit(small, data, get_recipe("course", batch_size=25, amp="fp16", lr=1e-2),
                   epochs=3, device=CPU, progress=False)
     losses = history.column("train_loss")
     assert history.info["autocast"] == "float16" and losses[-1] < losses[0]
@@ -271,7 +273,7 @@ def test_fp16_with_loss_scaling_trains(monkeypatch):
 def test_resume_accepts_a_checkpoint_written_before_a_recipe_field_existed(tmp_path):
     """The reference run's checkpoint has no ``amp`` field; its default must match."""
     data = cifar(train_per_class=10, test_per_class=5)
-    recipe = get_recipe("seed", batch_size=25)
+    recipe = get_recipe("course", batch_size=25)
     first = fit(_model(), data, recipe, epochs=1, out=tmp_path, device=CPU, progress=False)
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     del state["recipe"]["amp"]
@@ -285,15 +287,15 @@ def test_the_published_seed_log_reads_as_a_history(tmp_path):
     from helpers import REPO
 
     log = REPO / "runs" / "seed-published" / "seed_run_log.csv"
-    h = History.from_epoch_csv(log, recipe="seed", device="Colab GPU")
+    h = History.from_epoch_csv(log, recipe="course", device="Colab GPU")
     assert len(h) == 60 and h.column("epoch")[0] == 1 and h.column("epoch")[-1] == 60
-    assert h.final_test_acc == pytest.approx(0.8729) and h.recipe["name"] == "seed"
+    assert h.final_test_acc == pytest.approx(0.8729) and h.recipe["name"] == "course"
     assert h.epochs[0].train_acc == pytest.approx(0.3654) and h.epochs[0].lr == 1e-3
     assert h.train_seconds == pytest.approx(3379.434)
     bad = tmp_path / "bad.csv"
     bad.write_text("epoch,loss\n0,1.0\n")
     with pytest.raises(ValueError, match="train_seconds"):
-        History.from_epoch_csv(bad, recipe="seed", device="x")
+        History.from_epoch_csv(bad, recipe="course", device="x")
 
 
 def test_atomic_write_gives_the_permissions_of_an_ordinary_write(tmp_path):
@@ -325,13 +327,13 @@ def test_history_names_the_data_relative_to_the_working_directory(monkeypatch, t
     monkeypatch.chdir(REPO)
     data = cifar(train_per_class=2, test_per_class=1)
     assert os.path.isabs(data.source) and data.is_fast  # as given: absolute; FAST a field
-    history = fit(_model(), data, get_recipe("seed", batch_size=20), epochs=1, device=CPU,
+    history = fit(_model(), data, get_recipe("course", batch_size=20), epochs=1, device=CPU,
                   out=tmp_path, progress=False)
     recorded = history.info["data"]
     assert not os.path.isabs(recorded) and history.info["fast"] is True
     assert history.info["data_sha256"] == data.fingerprint()
     assert os.path.realpath(recorded) == os.path.realpath(archive_path())
     # and a resume from the same working directory accepts it as the same data
-    again = fit(_model(), data, get_recipe("seed", batch_size=20), epochs=1, device=CPU,
+    again = fit(_model(), data, get_recipe("course", batch_size=20), epochs=1, device=CPU,
                 out=tmp_path, resume=True, progress=False)
     assert len(again) == 1

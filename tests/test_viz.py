@@ -13,6 +13,9 @@ from s9lib.show import viz
 from s9lib.explain.cam import CamResult
 from s9lib.training.history import EpochRecord, History
 
+pytestmark = pytest.mark.unit
+
+
 LAYERS = ["layer3", "layer4"]
 
 
@@ -78,7 +81,7 @@ def test_overlay_resizes_a_small_map_and_checks_inputs():
     assert out.shape == (64, 64, 3)
     with pytest.raises(ValueError, match="alpha"):
         viz.overlay(_images(1)[0], np.zeros((32, 32)), alpha=1.5)
-    with pytest.raises(ValueError, match="denormalize"):
+    with pytest.raises(ValueError, match="unstandardize"):
         viz.overlay(np.full((32, 32, 3), -1.5, np.float32), np.zeros((32, 32)))
 
 
@@ -155,13 +158,13 @@ def test_misclassified_gallery_axes():
 
 
 def test_training_curves_one_and_several_histories():
-    fig = viz.training_curves(_history("seed"))
+    fig = viz.training_curves(_history("course"))
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert all(len(ax.get_lines()) == 2 for ax in fig.axes)  # train and test
-    fig = viz.training_curves({"seed": _history("seed"), "fast": _history("fast", 3, -0.2)})
+    fig = viz.training_curves({"course": _history("course"), "fast": _history("fast", 3, -0.2)})
     assert all(len(ax.get_lines()) == 4 for ax in fig.axes)
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
-    assert {"seed", "fast", "train", "test"} <= set(legend)
+    assert {"course", "fast", "train", "test"} <= set(legend)
     fig = viz.training_curves([_history("a"), _history("b")], labels=["A", "B"])
     assert "A" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert _renders(fig)
@@ -172,7 +175,7 @@ def test_per_class_bars():
     fig = viz.per_class_bars(acc)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     assert len(fig.axes[0].patches) == 10
-    fig = viz.per_class_bars({"seed": acc, "fast": acc[::-1]})
+    fig = viz.per_class_bars({"course": acc, "fast": acc[::-1]})
     assert len(fig.axes[0].patches) == 20
     with pytest.raises(ValueError, match="10 classes"):
         viz.per_class_bars(acc[:9])
@@ -195,7 +198,7 @@ def test_accuracy_vs_time_plots_the_published_seed_log_beside_a_run():
     from helpers import REPO
 
     published = History.from_epoch_csv(REPO / "runs" / "seed-published" / "seed_run_log.csv",
-                                       recipe="seed", device="Colab GPU (published log)")
+                                       recipe="course", device="Colab GPU (published log)")
     ours = History.load(REPO / "runs" / "fast-cpu-bf16-14ep" / "history.json")
     fig = viz.accuracy_vs_time({"seed, published": published, "fast": ours})
     assert isinstance(fig, Figure)

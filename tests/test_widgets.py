@@ -20,6 +20,8 @@ from ipywidgets.embed import embed_data  # noqa: E402
 
 from s9lib.show.widgets import figure_to_png, frame_slider, layer_explorer, to_png  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 def _fig(value: float):
     fig, ax = plt.subplots(figsize=(1, 1))
@@ -125,6 +127,7 @@ def test_widget_state_serialises_with_links_and_png_buffers():
         (dict(frames=[[b"\x89PNG"] * 4], value=4), r"value must be in \[0, 3\]"),
     ],
 )
+
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     kwargs.setdefault("labels", LABELS)
     with pytest.raises(ValueError, match=message):

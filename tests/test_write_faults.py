@@ -26,6 +26,8 @@ from PIL import Image
 
 from helpers import REPO, cifar, cli_env, kill_mid_write, one_line_error, small_tree
 
+pytestmark = pytest.mark.integration  # subprocesses, trainings, mounts
+
 CAT = REPO / "sampleimages" / "chelsea_cat.jpg"
 
 

@@ -8,14 +8,14 @@ arguments (a renamed ``max_holes`` silently becomes a no-op), which is exactly h
 
 Presets:
 
-``"seed"``
+``"course"``
     The course assignment's training pipeline ported faithfully, bugs included: the flip
     always fires (p=1), Normalize runs *first* with a mistyped std (0.2023, 0.1994, 0.2010),
     so the cutout is filled with the mean *in normalised space* (a light grey patch instead
     of an average-coloured one) and brightness/contrast act on normalised floats, where
     albumentations clips the result to [0, 1]: whenever it fires (p=0.5) the whole normalised
     image is squeezed into [0, 1], i.e. pixels between the mean and one std above it.
-``"seed-fixed"``
+``"course-fixed"``
     The same intent with the bugs fixed: flip p=0.5, 4-pixel reflect pad + random 32x32
     crop, brightness/contrast and a 12x12 cutout (filled with the mean pixel) on uint8
     pixels, and Normalize last with the true CIFAR-10 statistics.
@@ -34,21 +34,21 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from .inputs import CIFAR10_MEAN, CIFAR10_STD, SEED_MEAN, SEED_STD
+from .inputs import CIFAR10_MEAN, CIFAR10_STD, COURSE_MEAN, COURSE_STD
 
 # The statistics live in s9lib.data.inputs (one place for normalisation); named here too because
 # the presets below normalise with them.
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
-    "SEED_MEAN",
-    "SEED_STD",
+    "COURSE_MEAN",
+    "COURSE_STD",
     "PRESETS",
     "build",
     "channel_stats",
     "reseed",
-    "normalize",
-    "denormalize",
+    "standardize",
+    "unstandardize",
 ]
 
 _MEAN_PIXEL = tuple(int(round(255 * m)) for m in CIFAR10_MEAN)  # (125, 123, 114)
@@ -60,15 +60,15 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     return tuple(x.mean(0).round(4).tolist()), tuple(x.std(0).round(4).tolist())
 
 
-def _seed() -> list:
+def _course() -> list:
     return [
         A.HorizontalFlip(p=1.0, strict=True),
-        A.Normalize(mean=SEED_MEAN, std=SEED_STD, max_pixel_value=255.0, strict=True),
+        A.Normalize(mean=COURSE_MEAN, std=COURSE_STD, max_pixel_value=255.0, strict=True),
         # ShiftScaleRotate(shift_limit=0.0625, scale_limit=0.1, rotate_limit=15), reflect-101:
         A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
                  border_mode=cv2.BORDER_REFLECT_101, p=0.5, strict=True),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(12, 12),
-                        hole_width_range=(12, 12), fill=SEED_MEAN, p=0.5, strict=True),
+                        hole_width_range=(12, 12), fill=COURSE_MEAN, p=0.5, strict=True),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5,
                                    strict=True),
     ]
@@ -88,7 +88,7 @@ def _normalize() -> A.Normalize:
     return A.Normalize(mean=CIFAR10_MEAN, std=CIFAR10_STD, max_pixel_value=255.0, strict=True)
 
 
-def _seed_fixed() -> list:
+def _course_fixed() -> list:
     return _pad_crop_flip() + [
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5,
                                    strict=True),
@@ -107,16 +107,16 @@ def _test() -> list:
 
 
 PRESETS: dict[str, Callable[[], list]] = {
-    "seed": _seed,
-    "seed-fixed": _seed_fixed,
+    "course": _course,
+    "course-fixed": _course_fixed,
     "standard": _standard,
     "test": _test,
 }
 
-#: The statistics each preset normalises with (``denormalize`` needs them to show images).
+#: The statistics each preset normalises with (``unstandardize`` needs them to show images).
 PRESET_STATS = {
-    "seed": (SEED_MEAN, SEED_STD),
-    "seed-fixed": (CIFAR10_MEAN, CIFAR10_STD),
+    "course": (COURSE_MEAN, COURSE_STD),
+    "course-fixed": (CIFAR10_MEAN, CIFAR10_STD),
     "standard": (CIFAR10_MEAN, CIFAR10_STD),
     "test": (CIFAR10_MEAN, CIFAR10_STD),
 }
@@ -159,13 +159,13 @@ def reseed(transform: A.BaseCompose | A.BasicTransform, seed: int) -> None:
             child.set_random_seed(child_seed)
 
 
-def normalize(images: np.ndarray, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> np.ndarray:
+def standardize(images: np.ndarray, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> np.ndarray:
     """uint8 (..., H, W, 3) -> float32 normalised (..., H, W, 3)."""
     return ((images.astype(np.float32) / 255.0 - np.float32(mean)) / np.float32(std)).astype(
         np.float32)
 
 
-def denormalize(x, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> np.ndarray:
+def unstandardize(x, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> np.ndarray:
     """Normalised float (B, 3, H, W) tensor or (..., H, W, 3) array -> float [0, 1] HWC for display."""
     arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
     if arr.ndim >= 3 and arr.shape[-3] == 3 and arr.shape[-1] != 3:

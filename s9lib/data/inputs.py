@@ -1,6 +1,6 @@
 """uint8 pixels -> the tensor the model reads: the one place normalisation is written.
 
-Why one place: a model only works on inputs normalised exactly as in training (the seed
+Why one place: a model only works on inputs normalised exactly as in training (the course
 recipe divides by a different std than the fast one), and every path into the model (training
 batches, evaluation, CAMs, faithfulness masks, photos from disk) must agree on it. Each of
 them calls :func:`standardize` (or :func:`preprocess`, which starts from uint8 images), and a
@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "SEED_MEAN", "SEED_STD", "normalization_of",
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "COURSE_MEAN", "COURSE_STD", "normalization_of",
            "to_unit", "standardize", "preprocess"]
 
 #: Per-channel mean/std of the 50,000 original CIFAR-10 training images, pixels scaled to
@@ -23,10 +23,10 @@ __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "SEED_MEAN", "SEED_STD", "normalizatio
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-#: What the seed used. The mean is right; the std (0.2023, 0.1994, 0.2010) is the mean of
+#: What the course assignment used. The mean is right; the std (0.2023, 0.1994, 0.2010) is the mean of
 #: the per-image std, a different statistic, widely copied from an old example.
-SEED_MEAN = (0.4914, 0.4822, 0.4465)
-SEED_STD = (0.2023, 0.1994, 0.2010)
+COURSE_MEAN = (0.4914, 0.4822, 0.4465)
+COURSE_STD = (0.2023, 0.1994, 0.2010)
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 

@@ -38,9 +38,9 @@ from ..data.inputs import normalization_of, standardize, to_unit
 from ..inference import eval_mode, softmax_of
 
 __all__ = ["MethodScore", "FaithfulnessReport", "drop_and_increase", "random_maps",
-           "faithfulness", "format_report", "DEFAULT_METHODS"]
+           "faithfulness", "format_report", "FAITHFULNESS_METHODS"]
 
-DEFAULT_METHODS = ("gradcam", "gradcam++", "random")
+FAITHFULNESS_METHODS = ("gradcam", "gradcam++", "random")
 
 #: A custom method: (model, normalised images (B,3,H,W), layer, classes (B,)) -> maps (B,H,W)
 #: in [0, 1] at the image size.
@@ -139,7 +139,7 @@ def _feature_grid(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[
 
 
 def faithfulness(model: nn.Module, images_uint8, labels=None, layer: str | nn.Module = "layer4",
-                 methods: Sequence[str | tuple[str, MapFn]] = DEFAULT_METHODS,
+                 methods: Sequence[str | tuple[str, MapFn]] = FAITHFULNESS_METHODS,
                  n: int | None = 500, seed: int = 0,
                  batch_size: int = 100) -> FaithfulnessReport:
     """Average Drop % and Increase in Confidence % of each method on the first ``n`` images.

@@ -54,7 +54,7 @@ from ..inference import class_probability
 from ..data.inputs import preprocess
 from .sanity import Stat, predicted_classes
 
-__all__ = ["BLUR_SIGMA", "DEFAULT_STEPS", "DEFAULT_FRACTIONS", "ROAD_NOISE", "centre_maps",
+__all__ = ["BLUR_SIGMA", "DEFAULT_STEPS", "DEFAULT_FRACTIONS", "ROAD_NOISE", "center_maps",
            "relevance_order", "blur", "deletion_curves", "insertion_curves", "auc",
            "noisy_linear_impute", "road_curves", "RemovalReport", "removal_report"]
 
@@ -70,7 +70,7 @@ _NEIGHBOURS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12),
 # --------------------------------------------------------------------------- orders and maps
 
 
-def centre_maps(batch: int, size: tuple[int, int]) -> torch.Tensor:
+def center_maps(batch: int, size: tuple[int, int]) -> torch.Tensor:
     """A content-free baseline: one Gaussian blob (sigma = a quarter of the side) in the middle
     of every image, scaled to [0, 1], (batch, H, W). CIFAR objects are mostly centred, so a map
     must beat this, not only a random one."""

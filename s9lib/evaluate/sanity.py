@@ -44,8 +44,8 @@ from torch import nn
 from ..inference import logits_of
 from ..explain.cam import METHODS, explain
 
-__all__ = ["CASCADE", "randomise_", "cascade", "spearman", "ssim", "Stat", "SanityReport",
-           "cascading_randomisation", "predicted_classes", "DEFAULT_METHODS"]
+__all__ = ["CASCADE", "randomize_", "cascade", "spearman", "ssim", "Stat", "SanityReport",
+           "cascading_randomization", "predicted_classes", "SANITY_METHODS"]
 
 #: (step label, module names re-initialised at that step), from the logits down.
 CASCADE: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -57,13 +57,13 @@ CASCADE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("+stem", ("conv1", "bn1")),
 )
 
-DEFAULT_METHODS = tuple(METHODS)
+SANITY_METHODS = tuple(METHODS)
 
 
 # --------------------------------------------------------------------------- randomisation
 
 
-def randomise_(module: nn.Module, seed: int) -> nn.Module:
+def randomize_(module: nn.Module, seed: int) -> nn.Module:
     """Re-initialise, in place, every parameter and BN statistic of ``module`` and below.
 
     Uses each sub-module's ``reset_parameters()`` / ``reset_running_stats()`` (the default
@@ -96,7 +96,7 @@ def cascade(model: nn.Module, seed: int = 0,
     copied = copy.deepcopy(model)
     for step, (label, names) in enumerate(steps):
         for name in names:
-            randomise_(copied.get_submodule(name), seed + step)
+            randomize_(copied.get_submodule(name), seed + step)
         yield label, copied
 
 
@@ -193,8 +193,8 @@ def predicted_classes(model: nn.Module, images: torch.Tensor, batch_size: int = 
     return logits_of(model, images, batch_size).argmax(1)
 
 
-def cascading_randomisation(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
-                            methods: Sequence[str] = DEFAULT_METHODS, targets=None,
+def cascading_randomization(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
+                            methods: Sequence[str] = SANITY_METHODS, targets=None,
                             seed: int = 0, batch_size: int = 100,
                             steps: Sequence[tuple[str, Sequence[str]]] = CASCADE
                             ) -> SanityReport:

@@ -23,15 +23,16 @@ one forward pass, no backward). On this ResNet18, ``layer4`` is followed only by
 average pool and the linear layer, so ``dy_c/dA_k[i,j] = W[c,k] / (h w)`` is the same at every
 cell: there GradCAM, XGradCAM and HiResCAM give the *same* map (they differ at inner layers).
 
-Design rules (chapter 4 compares them with the seed notebook and other libraries):
+Design rules (chapter 4 compares them with the course notebook and other libraries):
 
 * Hooks exist only inside a ``with`` block (or inside one call when used without ``with``) and
   are removed on exit *and* on exceptions; the model's train/eval mode and every parameter's
-  ``requires_grad`` are restored. (The seed registered a hook per call and never removed it.)
+  ``requires_grad`` are restored. (The course notebook registered a hook per call and never
+  removed it.)
 * One forward and one backward pass serve every layer asked for, and the backward stops at the
   earliest hooked layer.
-* The seed's GradCAM++ denominator ``2 g^2 + sum_ab(A_ab * g_ab^3)`` is kept as
-  :func:`gradcampp_seed_bug_weights`, clearly named, so the book can show what it changes.
+* The course notebook's GradCAM++ denominator ``2 g^2 + sum_ab(A_ab * g_ab^3)`` is kept as
+  :func:`gradcampp_course_bug_weights`, clearly named, so the book can show what it changes.
 
 How the gradients are taken: a forward hook keeps each layer's output tensor (still attached
 to the graph) and, after the forward pass, ``torch.autograd.grad(y_c, outputs)`` returns
@@ -79,7 +80,7 @@ __all__ = [
     "normalize_maps",
     "gradcam_weights",
     "gradcampp_weights",
-    "gradcampp_seed_bug_weights",
+    "gradcampp_course_bug_weights",
     "GRADCAMPP_EPS",
     "PYTORCH_GRAD_CAM_PP_EPS",
     "map_correlation",
@@ -160,9 +161,9 @@ def gradcampp_weights(activations: torch.Tensor, grads: torch.Tensor,
     return torch.where(counted, beta * grads, torch.zeros_like(beta)).sum(dim=(2, 3))
 
 
-def gradcampp_seed_bug_weights(activations: torch.Tensor, grads: torch.Tensor,
+def gradcampp_course_bug_weights(activations: torch.Tensor, grads: torch.Tensor,
                                eps: float = GRADCAMPP_EPS) -> torch.Tensor:
-    """The seed's WRONG GradCAM++ weights, kept only to show the bug in the book.
+    """The course notebook's WRONG GradCAM++ weights, kept only to show the bug in the book.
 
     Its denominator is ``2 g^2 + sum_ab(A_ab * g_ab^3)`` (one number per channel, summed over
     the product) instead of Eq. 19's ``2 g_ij^2 + sum_ab(A_ab) * g_ij^3`` (per position).

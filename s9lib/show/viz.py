@@ -68,7 +68,7 @@ def _as_float_rgb(image) -> np.ndarray:
     if arr.size and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
         raise ValueError(
             f"Float images must be in [0, 1] to be shown, got {arr.min():.2f}..{arr.max():.2f}"
-            "; normalised images need s9lib.data.augment.denormalize first.")
+            "; normalised images need s9lib.data.augment.unstandardize first.")
     return np.clip(arr, 0.0, 1.0)
 
 
@@ -171,7 +171,7 @@ def cam_grid(images, result, layers: Sequence[str] | str | None = None,
     """One row per image: the image, then for each layer its heatmap and its overlay.
 
     ``images``: what the CAMs were computed for, for display (uint8 (B, H, W, 3) or float in
-    [0, 1]; see ``s9lib.data.augment.denormalize``). ``result``: a ``CamResult``. Each row's label,
+    [0, 1]; see ``s9lib.data.augment.unstandardize``). ``result``: a ``CamResult``. Each row's label,
     left of the image, gives the predicted class and its probability (and the true class with
     ``true``, red when wrong; and the explained class when ``targets`` was not the prediction).
     ``heatmaps=False`` shows overlays only.
@@ -331,7 +331,7 @@ def training_curves(histories, labels: Sequence[str] | None = None) -> Figure:
     """Loss and accuracy per epoch, train (dashed) and test (solid), one colour per run.
 
     ``histories``: an ``s9lib.training.history.History``, a list of them, or ``{label: History}`` (the
-    seed-vs-fast comparison). Labels default to each run's recipe name.
+    course-vs-fast comparison). Labels default to each run's recipe name.
     """
     runs = _histories(histories, labels)
     fig = Figure(figsize=(11, 4.2), layout="constrained")

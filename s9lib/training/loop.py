@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..data import augment as aug
 from . import distributed
-from ..inference import predict
+from ..inference import predict_logits
 from .batches import DeviceBatches, LoaderBatches
 from ..checkpoints import CHECKPOINT, load_resumable, save_checkpoint
 from ..data.cifar import Cifar10, Split
@@ -158,7 +158,7 @@ def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float) -> None:
         raise Diverged(int(first_bad), lr)
 
 
-def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "seed", *,
+def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "course", *,
         epochs: int | None = None, out: str | os.PathLike | None = None, resume: bool = False,
         device: torch.device | str | None = None, num_workers: int | None = None,
         progress: bool = True,
@@ -293,8 +293,9 @@ def _evaluate(model: nn.Module, split: Split, r: Recipe, dev: torch.device,
     idx = np.arange(len(split))
     if job is not None:
         idx = np.array_split(idx, job.world_size)[job.rank]
-    logits = torch.from_numpy(predict(model, split.images[idx], device=dev, tta_flip=r.tta_flip,
-                                      batch_size=r.eval_batch_size, dtype=dtype))
+    logits = torch.from_numpy(predict_logits(model, split.images[idx], device=dev,
+                                             tta_flip=r.tta_flip, batch_size=r.eval_batch_size,
+                                             dtype=dtype))
     labels = torch.from_numpy(split.labels[idx])
     loss = F.cross_entropy(logits, labels, reduction="sum").item() if len(idx) else 0.0
     return loss, int((logits.argmax(1) == labels).sum()), len(idx)

@@ -68,7 +68,7 @@ def check_run_folder(out: str | os.PathLike, *, resume: bool = False,
 
 
 def describe_run(out: Path, found: list[str]) -> str:
-    """'history.json: 3 of 60 epochs, recipe seed' (or just the files) for a refusal."""
+    """'history.json: 3 of 60 epochs, recipe course' (or just the files) for a refusal."""
     try:
         h = History.load(out / HISTORY)
         planned = h.info.get("epochs_planned", "?")
