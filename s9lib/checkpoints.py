@@ -108,6 +108,11 @@ def nonfinite_tensors(state: dict) -> list[str]:
             and not bool(torch.isfinite(v).all())]
 
 
+def _tensors(names: list[str]) -> str:
+    """'1 tensor, e.g. linear.weight' / '62 tensors, e.g. conv1.weight'."""
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''}, e.g. {names[0]}"
+
+
 def with_input_stats(state: dict, normalization: dict | None) -> dict:
     """``state`` with the model's input statistics, for files written before the model
     carried them as buffers: taken from the file's recorded ``normalization``, and for files
@@ -146,9 +151,9 @@ def resnet18_from_state(state: dict, path: str | os.PathLike = "the state dict")
                          + "; ".join(details) + ". Pass a checkpoint of s9lib.models.ResNet18.")
     bad = nonfinite_tensors(state)
     if bad:
-        raise ValueError(f"{path} holds non-finite weights (NaN or inf in {len(bad)} tensors, "
-                         f"e.g. {bad[0]}): the run that made it diverged. Use an earlier "
-                         "checkpoint, or train again with a lower lr.")
+        raise ValueError(f"{path} holds non-finite weights (NaN or inf in {_tensors(bad)}): "
+                         "the run that made it diverged. Use an earlier checkpoint, or train "
+                         "again with a lower lr.")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model
 
@@ -191,7 +196,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, optimizer=None
     bad = nonfinite_tensors(state["model"])
     if bad:  # the file there keeps the last finite state
         raise ValueError(f"{path} was not written: the model holds non-finite weights (NaN or "
-                         f"inf in {len(bad)} tensors, e.g. {bad[0]}); training diverged.")
+                         f"inf in {_tensors(bad)}); training diverged.")
     atomic_write(path, lambda f: torch.save(state, f), kind=CHECKPOINT_FILE)
 
 

@@ -401,3 +401,20 @@ def test_a_malicious_checkpoint_is_refused_without_torch_advice(tmp_path):
     line = _one_line_error(_cli("gradcam", CAT, "--checkpoint", evil, "--out", tmp_path),
                            "evil.pt", "could run code")
     assert "weights_only" not in line and not marker.exists()
+
+
+def test_a_read_only_disk_is_one_line_in_every_subcommand(tmp_path, tree, run):
+    """A real read-only tmpfs: each subcommand refuses before any work, in one line."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        for args in (["train", "--recipe", "fast", "--data", tree, "--out", ro / "run"],
+                     ["export", run, ro / "w.pt", "--data", tree],
+                     ["faithfulness", "--checkpoint", run, "--out", ro / "r.json"],
+                     ["gradcam", CAT, "--checkpoint", run, "--out", ro / "figures"]):
+            _one_line_error(_cli(*args), str(ro), "Read-only file system")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
