@@ -148,7 +148,7 @@ def run_info(data=None) -> str:
     ]
     if data is not None:
         lines.append(f"data:     {len(data.train):,} train / {len(data.test):,} test images "
-                     f"from {Path(str(data.source).split(' (')[0]).name}")
+                     f"from {Path(str(data.source)).name}")
     lines.append(f"software: s9lib {_version()}, torch {torch.__version__}, "
                  f"python {platform.python_version()}")
     lines.append(f"run on:   {time.strftime('%Y-%m-%d')}")
