@@ -390,7 +390,10 @@ def _decode_split(path: Path, split: str,
 
 def _decode_image(blob: bytes, where: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(blob)) as im:
+        with warnings.catch_warnings():  # PIL's bomb warning: the size check below refuses it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(blob))
+        with im:
             if im.size != (32, 32):  # the header's size: refused before any pixel is decoded
                 raise _WrongSize(f"{where} is {im.size[0]}x{im.size[1]}, CIFAR-10 images are "
                                  "32x32; nothing was cached.")
