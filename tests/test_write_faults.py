@@ -418,3 +418,31 @@ def test_a_read_only_disk_is_one_line_in_every_subcommand(tmp_path, tree, run):
             _one_line_error(_cli(*args), str(ro), "Read-only file system")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_a_checkpoint_written_before_the_data_hash_still_resumes(tmp_path, monkeypatch):
+    """Histories of earlier versions name the data by a path relative to the working
+    directory, FAST mode as a ' (FAST subset)' suffix, and carry no hash: still resumed
+    from that directory, and still refused on other data."""
+    from dataclasses import replace
+
+    from s9lib.models import ResNet18
+    from s9lib.training import fit, get_recipe
+
+    from helpers import archive_path
+
+    monkeypatch.chdir(tmp_path)
+    data, recipe = cifar(2, 1), get_recipe("fast", batch_size=10, amp="off")
+    fit(ResNet18(), data, recipe, epochs=1, out="run", device="cpu", progress=False)
+    state = torch.load("run/checkpoint.pt", weights_only=True)
+    info = state["history"]["info"]
+    del info["fast"], info["data_sha256"]
+    info["data"] = os.path.relpath(archive_path()) + " (FAST subset)"
+    info["epochs_planned"] = 2
+    torch.save(state, "run/checkpoint.pt")
+    with pytest.raises(ValueError, match="not .*other.tar.gz"):
+        fit(ResNet18(), replace(data, source="other.tar.gz"), recipe, epochs=2, out="run",
+            resume=True, device="cpu", progress=False)
+    history = fit(ResNet18(), data, recipe, epochs=2, out="run", resume=True, device="cpu",
+                  progress=False)
+    assert len(history) == 2
