@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import runtime
@@ -219,8 +220,9 @@ def _after_interrupt(args) -> str:
         return "every file reported as written is complete; nothing else was written."
     from .checkpoints import CHECKPOINT
 
-    if not (Path(args.out) / CHECKPOINT).is_file():
-        return "no epoch had finished, so nothing was saved; run the same command again."
+    checkpoint = Path(args.out) / CHECKPOINT
+    if not checkpoint.is_file() or not (args.resume or checkpoint.stat().st_mtime >= args.started):
+        return "no epoch of this run had finished, so none was saved; run the same command again."
     flags = [("--recipe", args.recipe), ("--epochs", args.epochs), ("--data", args.data),
              ("--seed", args.seed), ("--amp", args.amp)]
     again = " ".join(f"{k} {v}" for k, v in flags if v is not None)
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                            parents=[shared[o] for o in options])
         runners[name] = add(p)
     args = parser.parse_args(argv)
+    args.started = time.time()  # a checkpoint older than this is not this run's (--force)
     try:
         if getattr(args, "fast", False):
             os.environ["S9LIB_FAST"] = "1"
