@@ -18,13 +18,14 @@ either (what torch may unpickle, what counts as "another architecture") is writt
 from __future__ import annotations
 
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .files import atomic_write, check_writable_file
+from .files import FileKind, atomic_write, check_destination, check_writable_file
 from .data.inputs import CIFAR10_MEAN, CIFAR10_STD
 from .models import INPUT_STATS, ResNet18
 from .runtime import get_device
@@ -32,7 +33,8 @@ from .runtime import get_device
 __all__ = ["CHECKPOINT", "WEIGHTS_DIR", "DEFAULT_WEIGHTS", "save_checkpoint", "checkpoint_file",
            "load_checkpoint", "load_model", "resnet18_from_state", "available", "pretrained",
            "weights_meta", "export_weights", "load", "weights_blob", "model_from_weights",
-           "check_weights_dest", "with_input_stats"]
+           "check_weights_dest", "with_input_stats", "CHECKPOINT_FILE", "WEIGHTS_FILE",
+           "nonfinite_tensors", "read_exact", "measure_export", "export", "load_resumable"]
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -54,9 +56,61 @@ def _torch_load(path: Path) -> object:
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(f"{path} is not a readable s9lib checkpoint or weights file "
-                         f"({reason}).") from exc
+                         f"({_load_failure(exc)}).") from exc
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words; never torch's advice to pass
+    ``weights_only=False``, which would run whatever code the file carries."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, pickle.UnpicklingError):
+        what = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                    "objects other than tensors")
+        return (f"it holds Python objects s9lib does not load, since loading them could run "
+                f"code: {what[:160]}; use a file made by s9lib")
+    lines = [line for line in lines if "weights_only" not in line] or [type(exc).__name__]
+    return lines[0][:200]
+
+
+def _peek(path: Path) -> object:
+    """What a torch file holds, its tensors memory-mapped rather than read; None when it is
+    not a file torch can load with weights only."""
+    if not zipfile.is_zipfile(path):
+        return None
+    for mmap in (True, False):  # files of torch's legacy format cannot be mapped
+        try:
+            with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:
+            continue
+    return None
+
+
+def _is_checkpoint(blob: object) -> bool:
+    return isinstance(blob, dict) and isinstance(blob.get("model"), dict)
+
+
+def _is_weights(blob: object) -> bool:
+    return isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and "meta" in blob
+
+
+#: How s9lib recognises the files this module writes (``s9lib.files``: only a file of the
+#: same kind is replaced): by their contents, a dict with a ``model`` state (checkpoint) or
+#: a ``state_dict`` and ``meta`` (weights), loaded with weights only.
+CHECKPOINT_FILE = FileKind("an s9lib training checkpoint", lambda p: _is_checkpoint(_peek(p)))
+WEIGHTS_FILE = FileKind("an s9lib weights file", lambda p: _is_weights(_peek(p)))
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """The names of the floating-point tensors in ``state`` holding a NaN or an infinity."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
+
+
+def _tensors(names: list[str]) -> str:
+    """'1 tensor, e.g. linear.weight' / '62 tensors, e.g. conv1.weight'."""
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''}, e.g. {names[0]}"
 
 
 def with_input_stats(state: dict, normalization: dict | None) -> dict:
@@ -95,6 +149,11 @@ def resnet18_from_state(state: dict, path: str | os.PathLike = "the state dict")
             details.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
         raise ValueError(f"{path} does not hold the CIFAR ResNet18 (another architecture?): "
                          + "; ".join(details) + ". Pass a checkpoint of s9lib.models.ResNet18.")
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights (NaN or inf in {_tensors(bad)}): "
+                         "the run that made it diverged. Use an earlier checkpoint, or train "
+                         "again with a lower lr.")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model
 
@@ -134,7 +193,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, optimizer=None
         "recipe": recipe.to_dict() if recipe is not None else None,
         "normalization": {"mean": list(net.normalization[0]), "std": list(net.normalization[1])},
     }
-    atomic_write(path, lambda f: torch.save(state, f))
+    bad = nonfinite_tensors(state["model"])
+    if bad:  # the file there keeps the last finite state
+        raise ValueError(f"{path} was not written: the model holds non-finite weights (NaN or "
+                         f"inf in {_tensors(bad)}); training diverged.")
+    atomic_write(path, lambda f: torch.save(state, f), kind=CHECKPOINT_FILE)
 
 
 def checkpoint_file(path: str | os.PathLike,
@@ -290,15 +353,10 @@ def check_weights_dest(checkpoint: str | os.PathLike, dest: str | os.PathLike) -
         raise ValueError(f"The destination {dest} is the checkpoint being exported; pass "
                          "another file name (e.g. s9lib/weights/resnet18_cifar10.pt).")
     check_writable_file(dest, "the weights file")
-    if dest.exists():
-        blob = _torch_load(dest) if zipfile.is_zipfile(dest) else None
-        if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
-            raise ValueError(f"{dest} is a training checkpoint; export must not replace it "
-                             "(it could no longer be resumed). Pass another file name.")
-        if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict)):
-            raise ValueError(f"{dest} exists and is not an s9lib weights file; export only "
-                             "replaces weights files. Pass another file name.")
-    return dest
+    if dest.is_file() and CHECKPOINT_FILE.recognise(dest):
+        raise ValueError(f"{dest} is a training checkpoint; export must not replace it "
+                         "(it could no longer be resumed). Pass another file name.")
+    return check_destination(dest, WEIGHTS_FILE)
 
 
 def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **meta) -> Path:
@@ -308,4 +366,104 @@ def export_weights(checkpoint: str | os.PathLike, dest: str | os.PathLike, **met
     """
     dest = check_weights_dest(checkpoint, dest)
     blob = weights_blob(checkpoint, **meta)
-    return atomic_write(dest, lambda f: torch.save(blob, f))
+    return atomic_write(dest, lambda f: torch.save(blob, f), kind=WEIGHTS_FILE)
+
+
+# --------------------------------------------------------------------------- export and resume
+
+
+def read_exact(path: str | os.PathLike) -> tuple:
+    """(images, labels) of an ``--exact`` .npz, or one sentence saying what is wrong with it."""
+    import numpy as np
+
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as exc:  # missing, a folder, not an .npz
+        why = getattr(exc, "strerror", None) or "numpy cannot read it as an .npz archive"
+        raise ValueError(f"--exact {path} is not a readable .npz file ({why}); pass one with "
+                         "images and labels arrays.") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"--exact {path} is a single .npy array; pass an .npz with images "
+                         "and labels arrays.")
+    with npz:
+        missing = [k for k in ("images", "labels") if k not in npz.files]
+        if missing:
+            raise ValueError(f"--exact {path} has no {' or '.join(missing)} array (it has "
+                             f"{', '.join(npz.files) or 'none'}); pass an .npz with images "
+                             "(N, 32, 32, 3) uint8 and labels (N,).")
+        images, labels = npz["images"], npz["labels"]
+    if images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8 or len(labels) != len(images):
+        raise ValueError(f"--exact {path}: images {images.shape} {images.dtype} and labels "
+                         f"{labels.shape}; expected (N, 32, 32, 3) uint8 and (N,).")
+    return images, labels
+
+
+def measure_export(model: ResNet18, data: str | os.PathLike | None = None,
+                   exact: tuple | None = None) -> dict:
+    """The accuracies an export records: CIFAR-10's test split (all of it, also in FAST
+    mode) and, optionally, ``exact`` = (images, labels); in float32 on the CPU, so the
+    same on every machine, with flip test-time augmentation when the run evaluated so."""
+    from .data.cifar import load_cifar10
+    from .inference import predict_logits
+
+    tta = bool((model.meta.get("recipe") or {}).get("tta_flip"))
+
+    def accuracy(images, labels) -> float:
+        logits = predict_logits(model, images, device=torch.device("cpu"), tta_flip=tta,
+                                dtype=None)
+        return round(float((logits.argmax(1) == labels).mean()), 4)
+
+    test = load_cifar10(data, fast=False).test
+    measured = {"test_acc": accuracy(test.images, test.labels), "test_images": len(test),
+                "tta_flip": tta, "eval_dtype": "float32"}
+    if exact is not None:
+        measured["exact_test_acc"] = accuracy(*exact)
+        measured["exact_test_images"] = int(len(exact[1]))
+    return measured
+
+
+def export(checkpoint: str | os.PathLike, dest: str | os.PathLike, *,
+           data: str | os.PathLike | None = None, exact: str | os.PathLike | None = None,
+           note: str = "") -> dict:
+    """What ``python -m s9lib export`` does: the model of ``checkpoint`` as an fp16 weights
+    file at ``dest`` with its measured accuracies (:func:`measure_export`; ``exact``: an
+    .npz read by :func:`read_exact`) and ``note``; returns the ``meta`` written.
+
+    Everything is read, checked and measured first (a model with non-finite weights is
+    refused); ``dest`` is written last, once, atomically: a failing export leaves the old
+    file as it was.
+    """
+    dest = check_weights_dest(checkpoint, dest)
+    blob = weights_blob(checkpoint, note=note)
+    model = model_from_weights(blob, checkpoint, device="cpu")  # fp16 values, as shipped
+    images = read_exact(exact) if exact is not None else None
+    blob["meta"].update(measure_export(model, data, images))
+    atomic_write(dest, lambda f: torch.save(blob, f), kind=WEIGHTS_FILE)
+    return blob["meta"]
+
+
+def load_resumable(path: str | os.PathLike, num_classes: int) -> dict:
+    """The checkpoint at ``path`` if training can continue from it, its model state with the
+    input statistics; else one sentence why not: another architecture or number of classes,
+    non-finite weights or optimizer state, or no training state at all (a model saved by
+    ``save_checkpoint(path, model)`` alone)."""
+    state, path = load_checkpoint(path), checkpoint_file(path)
+    model = _model(state["model"], state.get("arch", "ResNet18"), state.get("normalization"),
+                   path, "cpu")  # refuses other architectures and non-finite weights
+    if model.linear.out_features != num_classes:
+        raise ValueError(f"{path} was trained for {model.linear.out_features} classes, this "
+                         f"data has {num_classes}; resume with the same data, or start a "
+                         "fresh run in another --out.")
+    missing = [k for k in ("optimizer", "scheduler", "history", "recipe") if not state.get(k)]
+    if missing:
+        raise ValueError(f"{path} holds no {', '.join(missing)} (a model saved without its "
+                         "training state, e.g. by save_checkpoint(path, model)), so it cannot "
+                         "be resumed; use it with --checkpoint, or start a fresh run in "
+                         "another --out.")
+    moments = {f"optimizer state {i}.{k}": v for i, group in
+               state["optimizer"].get("state", {}).items() for k, v in group.items()}
+    bad = nonfinite_tensors(moments)
+    if bad:
+        raise ValueError(f"{path} holds a non-finite {bad[0]}: the run diverged; resume "
+                         "from an earlier checkpoint or start afresh with a lower lr.")
+    return {**state, "model": model.state_dict()}

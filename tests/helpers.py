@@ -64,3 +64,49 @@ def small_tree(tmp_path, per_class=3, classes=None, splits=("train", "test")):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(tar.extractfile(m).read())
     return root.parent
+
+
+def cli_env(**extra):
+    """The environment of a CLI subprocess: the real archive, FAST mode; ``NAME=None``
+    removes NAME."""
+    env = {**os.environ, "S9LIB_DATA": str(archive_path()), "S9LIB_FAST": "1", **extra}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def one_line_error(proc, *needles, rc=2, alone=True):
+    """Exit ``rc`` and one 'error: ...' line holding every needle, no traceback; the only line
+    on stderr (``alone``), or the last one after progress bars."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == rc, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-3000:]
+    assert len(lines) == 1 or not alone, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def kill_mid_write(target, kind="s9lib.files.FIGURE", lock=False):
+    """A real process that starts writing ``target`` with ``s9lib.files.atomic_write``
+    (``kind``: the dotted name of a FileKind), taking the folder's lock first with ``lock``,
+    and is SIGKILLed once its temporary file exists. Returns (its pid, the files it left)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, (module, _, name) = Path(target).parent, kind.rpartition(".")
+    code = (f"import sys, time; from s9lib.files import FolderLock, atomic_write; "
+            f"from {module} import {name} as kind; "
+            + ("FolderLock(sys.argv[2]).acquire(); " if lock else "")
+            + "atomic_write(sys.argv[1], lambda f: (f.write(b'half'), f.flush(), "
+              "time.sleep(600)), kind=kind)")
+    victim = subprocess.Popen([sys.executable, "-c", code, str(target), str(folder)],
+                              cwd=REPO, env=cli_env())
+    deadline = time.time() + 120
+    while not list(folder.glob(".s9tmp-*")) and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    return victim.pid, list(folder.glob(".s9tmp-*"))

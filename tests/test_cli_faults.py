@@ -21,14 +21,13 @@ import torch
 
 from s9lib.checkpoints import load_checkpoint
 
-from helpers import REPO, archive_path
+from helpers import REPO, cli_env, kill_mid_write, one_line_error
 
 pytestmark = pytest.mark.integration
 
 
 def _env(**extra):
-    env = {**os.environ, "S9LIB_DATA": str(archive_path()), "S9LIB_FAST": "1", **extra}
-    return {k: v for k, v in env.items() if v is not None}
+    return cli_env(**extra)
 
 
 def _cli(*args, module="s9lib", **extra):
@@ -38,13 +37,7 @@ def _cli(*args, module="s9lib", **extra):
 
 def _one_line_error(proc, *needles):
     """rc 2, stderr is exactly one 'error: ...' line holding every needle, no traceback."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and len(lines) == 1 and lines[0].startswith("error:"), \
-        proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(proc, *needles)
 
 
 def _digest(path):
@@ -197,11 +190,13 @@ def test_book_runner_with_a_missing_chapter(tmp_path):
 
 
 def test_resume_refuses_other_data_and_cleans_a_killed_writes_temp_file(tmp_path):
-    """Library level (the CLI calls the same fit): a checkpoint of data A is not resumed on B,
-    and the ``.checkpoint.pt.*`` file of a write killed mid-way is removed by the next run."""
+    """Library level (the CLI calls the same fit): a checkpoint of data A is not resumed on B
+    (compared by content: the same data from another path resumes), and the
+    ``.checkpoint.pt.*`` file an older s9lib's killed write left is removed by the next run."""
     from dataclasses import replace
 
     from helpers import cifar
+    from s9lib.data.cifar import Split
     from s9lib.models import ResNet18
     from s9lib.training.recipes import get_recipe
     from s9lib.training.loop import fit
@@ -215,16 +210,18 @@ def test_resume_refuses_other_data_and_cleans_a_killed_writes_temp_file(tmp_path
     reordered = replace(data, classes=tuple(reversed(data.classes)))
     with pytest.raises(ValueError, match="classes"):
         fit(ResNet18(), reordered, recipe, epochs=2, out=tmp_path, resume=True, device="cpu")
-    elsewhere = replace(data, source=str(tmp_path / "another.tar.gz"))
-    with pytest.raises(ValueError, match="another.tar.gz"):
-        fit(ResNet18(), elsewhere, recipe, epochs=2, out=tmp_path, resume=True, device="cpu")
+    shuffled = replace(data, train=Split(data.train.images[::-1].copy(), data.train.labels))
+    with pytest.raises(ValueError, match="other images or labels"):
+        fit(ResNet18(), shuffled, recipe, epochs=2, out=tmp_path, resume=True, device="cpu")
     assert not (tmp_path / ".lock").exists()  # released on the refusals too
+    moved = replace(data, source=str(tmp_path / "another.tar.gz"))  # a copy elsewhere
+    assert len(fit(ResNet18(), moved, recipe, epochs=2, out=tmp_path, resume=True,
+                   device="cpu", progress=False)) == 2
 
 
 def test_a_killed_run_leaves_neither_a_stuck_lock_nor_its_temp_file(tmp_path):
     """A process takes the folder's lock, starts writing checkpoint.pt and is SIGKILLed
     mid-write: the next run takes the stale lock over and deletes the temporary file."""
-    import signal
     import socket
 
     from helpers import cifar
@@ -232,18 +229,9 @@ def test_a_killed_run_leaves_neither_a_stuck_lock_nor_its_temp_file(tmp_path):
     from s9lib.training.recipes import get_recipe
     from s9lib.training.loop import fit
 
-    code = ("import sys, time; from s9lib.files import FolderLock, atomic_write; "
-            "FolderLock(sys.argv[1]).acquire(); "
-            "atomic_write(sys.argv[1] + '/checkpoint.pt', "
-            "lambda f: (f.write(b'half'), f.flush(), time.sleep(600)))")
-    victim = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=_env())
-    deadline = time.time() + 120
-    while not list(tmp_path.glob(".checkpoint.pt.*")) and time.time() < deadline:
-        time.sleep(0.1)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    temps = list(tmp_path.glob(".checkpoint.pt.*"))
-    assert temps and (tmp_path / ".lock").read_text().split()[0] == str(victim.pid)
+    pid, temps = kill_mid_write(tmp_path / "checkpoint.pt", "s9lib.checkpoints.CHECKPOINT_FILE",
+                                lock=True)
+    assert temps and (tmp_path / ".lock").read_text().split()[0] == str(pid)
     fit(ResNet18(), cifar(2, 1), get_recipe("fast", batch_size=20, amp="off"), epochs=1,
         out=tmp_path, device="cpu", progress=False)
     assert not any(t.exists() for t in temps) and not (tmp_path / ".lock").exists()

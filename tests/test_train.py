@@ -302,16 +302,17 @@ def test_atomic_write_gives_the_permissions_of_an_ordinary_write(tmp_path):
     import os
     import stat
 
-    from s9lib.files import atomic_write
+    from s9lib.files import FileKind, atomic_write
 
     old = os.umask(0o022)
+    anything = FileKind("a test file", lambda path: True)
     try:
-        fresh = atomic_write(tmp_path / "fresh.bin", lambda f: f.write(b"x"))
+        fresh = atomic_write(tmp_path / "fresh.bin", lambda f: f.write(b"x"), kind=anything)
         assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not mkstemp's 0600
         kept = tmp_path / "kept.bin"
         kept.write_bytes(b"old")
         kept.chmod(0o640)
-        atomic_write(kept, lambda f: f.write(b"new"))
+        atomic_write(kept, lambda f: f.write(b"new"), kind=anything)
         assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
     finally:
         os.umask(old)
@@ -325,11 +326,12 @@ def test_history_names_the_data_relative_to_the_working_directory(monkeypatch, t
 
     monkeypatch.chdir(REPO)
     data = cifar(train_per_class=2, test_per_class=1)
-    assert os.path.isabs(data.source.partition(" (")[0])  # as given: absolute
+    assert os.path.isabs(data.source) and data.is_fast  # as given: absolute; FAST a field
     history = fit(_model(), data, get_recipe("course", batch_size=20), epochs=1, device=CPU,
                   out=tmp_path, progress=False)
-    recorded = history.info["data"].partition(" (")[0]
-    assert not os.path.isabs(recorded)
+    recorded = history.info["data"]
+    assert not os.path.isabs(recorded) and history.info["fast"] is True
+    assert history.info["data_sha256"] == data.fingerprint()
     assert os.path.realpath(recorded) == os.path.realpath(archive_path())
     # and a resume from the same working directory accepts it as the same data
     again = fit(_model(), data, get_recipe("course", batch_size=20), epochs=1, device=CPU,

@@ -41,6 +41,7 @@ __all__ = [
     "CifarDataset",
     "resolve_source",
     "FULL_COUNTS",
+    "MAX_IMAGE_BYTES",
 ]
 
 #: CIFAR-10 label order (the order of ``batches.meta``).
@@ -59,6 +60,9 @@ CLASSES = (
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CACHE_FORMAT = 1  # bump when the cached layout changes
+#: Archive members and files larger than this are refused unread: a CIFAR-10 image is 32x32,
+#: a few KB in any format (3 KB as raw pixels), so only a damaged or hostile source has one.
+MAX_IMAGE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -105,13 +109,23 @@ class Cifar10:
     train: Split
     test: Split
     classes: tuple[str, ...]
-    source: str
+    source: str  # as given: a path, or "torchvision:ROOT"
+    is_fast: bool = False  # a FAST-mode subset of ``source`` (see :meth:`fast`)
 
     def fast(self, train_per_class: int = FAST_SIZES.train_per_class,
              test_per_class: int = FAST_SIZES.test_per_class) -> "Cifar10":
         """The FAST-mode subset (stratified, deterministic)."""
         return Cifar10(self.train.subset(train_per_class), self.test.subset(test_per_class),
-                       self.classes, self.source + " (FAST subset)")
+                       self.classes, self.source, is_fast=True)
+
+    def fingerprint(self) -> str:
+        """A SHA-256 of the classes, images and labels: equal for the same data wherever it
+        was loaded from (a run resumed from another folder or copy of the archive)."""
+        h = hashlib.sha256("|".join(self.classes).encode())
+        for split in (self.train, self.test):
+            h.update(np.ascontiguousarray(split.labels, np.int64).tobytes())
+            h.update(np.ascontiguousarray(split.images).data)
+        return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- sources
@@ -286,6 +300,7 @@ def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
             for member in tar:
                 if member.isfile():
                     def read(m=member) -> bytes:
+                        _check_image_bytes(m.size, f"{path}:{m.name}")
                         try:
                             return tar.extractfile(m).read()
                         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
@@ -299,6 +314,7 @@ def _iter_folder(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     def reader(f: Path) -> Callable[[], bytes]:
         def read() -> bytes:
             try:
+                _check_image_bytes(f.stat().st_size, str(f))
                 return f.read_bytes()
             except OSError as exc:
                 raise ValueError(f"Cannot read {f} ({exc.strerror or exc}); fix its "
@@ -312,6 +328,14 @@ def _iter_folder(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
                          "its permissions or point S9LIB_DATA elsewhere.") from exc
     for f in files:
         yield f.relative_to(path).as_posix(), reader(f)
+
+
+def _check_image_bytes(size: int, where: str) -> None:
+    """Refuse a file too large to be a CIFAR-10 image before it is read into memory."""
+    if size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{where} is {size:,} bytes, more than the {MAX_IMAGE_BYTES:,} any "
+                         "32x32 CIFAR-10 image needs; the data set is damaged or not "
+                         "CIFAR-10. Point S9LIB_DATA at another copy. Nothing was cached.")
 
 
 def _decode_tree(path: Path, partial: bool = False) -> Cifar10:
@@ -366,14 +390,24 @@ def _decode_split(path: Path, split: str,
 
 def _decode_image(blob: bytes, where: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(blob)) as im:
+        with warnings.catch_warnings():  # PIL's bomb warning: the size check below refuses it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(blob))
+        with im:
+            if im.size != (32, 32):  # the header's size: refused before any pixel is decoded
+                raise _WrongSize(f"{where} is {im.size[0]}x{im.size[1]}, CIFAR-10 images are "
+                                 "32x32; nothing was cached.")
             arr = np.asarray(im.convert("RGB"))
+    except _WrongSize as exc:
+        raise ValueError(str(exc)) from None
     except Exception as exc:  # PIL raises several types for damaged files
         raise ValueError(f"Corrupt or unreadable image {where} ({exc}). Replace the file or "
                          "re-download the data set; nothing was cached.") from exc
-    if arr.shape != (32, 32, 3):
-        raise ValueError(f"{where} is {arr.shape[1]}x{arr.shape[0]}, CIFAR-10 images are 32x32.")
     return arr
+
+
+class _WrongSize(Exception):
+    """An image whose header gives another size than 32x32 (kept apart from PIL's errors)."""
 
 
 # --------------------------------------------------------------------------- Dataset

@@ -21,11 +21,15 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..files import FileKind, atomic_write, read_small_json
+
 __all__ = [
     "REPOSITORY_URL",
     "DEFAULT_REPOSITORY_URL",
     "repository_url",
     "write_bootstrap_cells",
+    "write_notebook",
+    "NOTEBOOK",
     "bootstrap_cell",
     "DEFAULT_INSTALL_SPEC",
     "BOOTSTRAP_CELL",
@@ -144,7 +148,7 @@ def run_info(data=None) -> str:
     ]
     if data is not None:
         lines.append(f"data:     {len(data.train):,} train / {len(data.test):,} test images "
-                     f"from {Path(str(data.source).split(' (')[0]).name}")
+                     f"from {Path(str(data.source)).name}")
     lines.append(f"software: s9lib {_version()}, torch {torch.__version__}, "
                  f"python {platform.python_version()}")
     lines.append(f"run on:   {time.strftime('%Y-%m-%d')}")
@@ -208,8 +212,27 @@ def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
     nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python",
                               "name": "python3"}
     if write:
-        nbformat.write(nb, path)
+        write_notebook(nb, path)
     return nb
+
+
+def _is_notebook(path: Path) -> bool:
+    value = read_small_json(path)
+    return isinstance(value, dict) and "cells" in value and "nbformat" in value
+
+
+#: A chapter is rewritten in place (its outputs are the runner's to replace), but only a
+#: file that is a Jupyter notebook, and atomically: a killed run never leaves half a chapter.
+NOTEBOOK = FileKind("a Jupyter notebook", _is_notebook)
+
+
+def write_notebook(nb, path: str | os.PathLike) -> Path:
+    """``nbformat.write(nb, path)`` through :func:`s9lib.files.atomic_write`."""
+    import nbformat
+
+    text = nbformat.writes(nb)
+    text += "" if text.endswith("\n") else "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), kind=NOTEBOOK)
 
 
 def write_bootstrap_cells(paths: Sequence[Path], url: str = REPOSITORY_URL) -> list[Path]:
@@ -227,7 +250,7 @@ def write_bootstrap_cells(paths: Sequence[Path], url: str = REPOSITORY_URL) -> l
         first = next(c for c in nb.cells if c.cell_type == "code")
         if first.source != bootstrap_cell(url):
             first.source = bootstrap_cell(url)
-            nbformat.write(nb, path)
+            write_notebook(nb, path)
             changed.append(Path(path))
     return changed
 

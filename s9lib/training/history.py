@@ -13,12 +13,24 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..files import atomic_write
+from ..files import MARK, FileKind, read_small_json, write_json
 from .recipes import Recipe, get_recipe
 
-__all__ = ["EpochRecord", "History", "HISTORY"]
+__all__ = ["EpochRecord", "History", "HISTORY", "HISTORY_FILE"]
 
 HISTORY = "history.json"
+
+
+def _is_history(path: Path) -> bool:
+    """Written by :meth:`History.save`: marked ``"s9lib": "history"``, or (before the mark)
+    an object with exactly a history's four keys."""
+    value = read_small_json(path)
+    return isinstance(value, dict) and (value.get(MARK) == "history" or
+                                        set(value) == {"epochs", "recipe", "device", "info"})
+
+
+#: How s9lib recognises a history it wrote (``s9lib.files``: only such a file is replaced).
+HISTORY_FILE = FileKind("an s9lib history (JSON)", _is_history)
 
 
 @dataclass
@@ -91,7 +103,9 @@ class History:
                    {"train_images": train_images, "epochs_planned": len(epochs), **info})
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write(path, lambda f: f.write(json.dumps(self.to_dict(), indent=1).encode()))
+        """Write ``history.json`` atomically; always valid JSON (a NaN is refused, not
+        written as the ``NaN`` token no JSON parser accepts)."""
+        write_json(path, self.to_dict(), HISTORY_FILE, "history")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "History":

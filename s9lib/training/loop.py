@@ -15,8 +15,10 @@ device: each rank steps through its slice of every global batch, gradients are a
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from dataclasses import astuple
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +32,7 @@ from ..data import augment as aug
 from . import distributed
 from ..inference import predict_logits
 from .batches import DeviceBatches, LoaderBatches
-from ..checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
+from ..checkpoints import CHECKPOINT, load_resumable, save_checkpoint
 from ..data.cifar import Cifar10, Split
 from ..files import FolderLock, remove_stale_temps
 from .history import HISTORY, EpochRecord, History
@@ -114,10 +116,14 @@ def _train_epoch(model, batches, opt, sched, r: Recipe, dtype, scaler,
     """
     model.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    first_bad = torch.zeros((), dtype=torch.long)  # step of the first non-finite loss, or 0
     for step, (x, y) in enumerate(batches, 1):
         lr = opt.param_groups[0]["lr"]
         loss, logits = train_step(model, x, y, opt, dtype=dtype,
                                   label_smoothing=r.label_smoothing, scaler=scaler)
+        first_bad = _first_nonfinite(first_bad.to(loss.device), loss, step)
+        if step % 10 == 0 or seen + len(y) == batches.num_images:  # syncs anyway (the bar)
+            _stop_if_nonfinite(first_bad, lr)
         sched.step()
         total_loss = total_loss + loss * len(y)  # tensors on the device: no sync per step
         correct = correct + (logits.argmax(1) == y).sum()
@@ -129,7 +135,27 @@ def _train_epoch(model, batches, opt, sched, r: Recipe, dtype, scaler,
                             acc=f"{int(correct) / seen:.3f}", img_s=f"{rate:.0f}")
     if x.device.type == "cuda":
         torch.cuda.synchronize()
+    _stop_if_nonfinite(first_bad, lr)
     return float(total_loss), int(correct), seen, time.perf_counter() - start, lr
+
+
+class Diverged(ValueError):
+    """Training produced a non-finite loss; ``step`` (1-based, within the epoch) says where."""
+
+    def __init__(self, step: int, lr: float) -> None:
+        super().__init__(step, lr)
+        self.step, self.lr = step, lr
+
+
+def _first_nonfinite(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """``first_bad``, or ``step`` if it is still 0 and ``loss`` is NaN or infinite; on the
+    device, so the check costs no synchronisation per step."""
+    return torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
+
+
+def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float) -> None:
+    if int(first_bad):
+        raise Diverged(int(first_bad), lr)
 
 
 def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "course", *,
@@ -230,9 +256,16 @@ class _Run:
         self.batches.set_epoch(epoch)
         with tqdm(total=self.batches.num_images, desc=f"epoch {epoch + 1}/{self.epochs}",
                   unit="img", disable=not (progress and self.is_main), leave=True) as bar:
-            loss, correct, seen, secs, lr = _train_epoch(self.step_model, self.batches, self.opt,
-                                                         self.sched, self.r, self.dtype,
-                                                         self.scaler, bar)
+            try:
+                loss, correct, seen, secs, lr = _train_epoch(
+                    self.step_model, self.batches, self.opt, self.sched, self.r, self.dtype,
+                    self.scaler, bar)
+            except Diverged as exc:
+                raise ValueError(
+                    f"Training diverged: the loss is not finite at epoch {epoch + 1}, step "
+                    f"{exc.step} (lr {exc.lr:.3g}); stopped, and nothing of epoch {epoch + 1} "
+                    "was saved (a run folder keeps the checkpoint of its last finished epoch, "
+                    "if any). Lower the recipe's lr.") from None
             test_loss, test_correct, test_seen = _evaluate(self.model, self.data.test, self.r,
                                                            self.dev, self.dtype, self.job)
             if self.job is not None:
@@ -241,8 +274,12 @@ class _Run:
             bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.3f}",
                             test_acc=f"{test_correct / test_seen:.3f}",
                             img_s=f"{seen / secs:.0f}")
-        return EpochRecord(epoch + 1, loss / seen, correct / seen, test_loss / test_seen,
-                           test_correct / test_seen, lr, secs, seen / secs)
+        record = EpochRecord(epoch + 1, loss / seen, correct / seen, test_loss / test_seen,
+                             test_correct / test_seen, lr, secs, seen / secs)
+        if not all(math.isfinite(v) for v in astuple(record)):
+            raise ValueError(f"Training diverged: epoch {epoch + 1} ended with non-finite "
+                             f"figures ({record}); nothing of it was saved. Lower the lr.")
+        return record
 
     def close(self) -> None:
         """Leave the process group (after every rank is done with the epoch's files)."""
@@ -267,7 +304,8 @@ def _evaluate(model: nn.Module, split: Split, r: Recipe, dev: torch.device,
 def _new_history(r: Recipe, data: Cifar10, dev: torch.device, epochs: int,
                  dtype: torch.dtype | None, job) -> History:
     return History(recipe=r.to_dict(), device=_describe(dev),
-                   info={"data": _portable(data.source), "classes": list(data.classes),
+                   info={"data": _portable(data.source), "fast": data.is_fast,
+                         "data_sha256": data.fingerprint(), "classes": list(data.classes),
                          "train_images": len(data.train),
                          "test_images": len(data.test), "epochs_planned": epochs,
                          "torch": str(torch.__version__),
@@ -277,13 +315,12 @@ def _new_history(r: Recipe, data: Cifar10, dev: torch.device, epochs: int,
 
 
 def _portable(source: str) -> str:
-    """``source`` as a history records it: a local path relative to the working directory
-    (``../shared/data/...`` from a checkout), so a committed history names no one's machine.
-    ``_check_same_data`` resolves it against the working directory again on ``--resume``."""
-    base, fast, rest = source.partition(" (FAST subset)")
-    if os.path.isabs(base) and os.path.exists(base):
-        base = os.path.relpath(base)
-    return base + fast + rest
+    """``source`` as a history records it, for people: a local path relative to the working
+    directory (``../shared/data/...`` from a checkout), so a committed history names no one's
+    machine. ``--resume`` compares the data by content (``data_sha256``), not by this path."""
+    if os.path.isabs(source) and os.path.exists(source):
+        return os.path.relpath(source)
+    return source
 
 
 def _resume(out: Path, r: Recipe, epochs: int, run: _Run, data: Cifar10) -> History | None:
@@ -291,7 +328,7 @@ def _resume(out: Path, r: Recipe, epochs: int, run: _Run, data: Cifar10) -> Hist
     its history; None when there is no checkpoint yet (a fresh run)."""
     if not (out / CHECKPOINT).exists():
         return None
-    state = load_checkpoint(out / CHECKPOINT)
+    state = load_resumable(out / CHECKPOINT, len(data.classes))
     saved = state.get("recipe")
     if saved is None or Recipe.from_dict(saved) != r:  # fields added since: defaults
         raise ValueError(f"{out / CHECKPOINT} was trained with a different recipe; "
@@ -311,18 +348,9 @@ def _resume(out: Path, r: Recipe, epochs: int, run: _Run, data: Cifar10) -> Hist
 
 
 def _check_same_data(path: Path, info: dict, data: Cifar10) -> None:
-    """Refuse to resume on other data than the checkpoint's: another source (compared as
-    resolved paths), another class list, or other split sizes (FAST vs full)."""
-    def where(source: str) -> str:
-        base, fast, _ = source.partition(" (FAST subset)")
-        if not base.startswith("torchvision:"):
-            base = os.path.realpath(base)
-        return base + fast
-
-    saved = info.get("data")
-    if saved is not None and where(saved) != where(data.source):
-        raise ValueError(f"{path} was trained on {saved}, not {data.source}; pass the same "
-                         "--data (and FAST setting) to resume, or another --out.")
+    """Refuse to resume on other data than the checkpoint's: other images or labels (their
+    SHA-256, wherever the data was loaded from), another class list, or other split sizes
+    (FAST vs full). Histories from before the hash compare the source path instead."""
     classes = info.get("classes")
     if classes is not None and tuple(classes) != tuple(data.classes):
         raise ValueError(f"{path} was trained on the classes {', '.join(classes)}, not "
@@ -332,6 +360,25 @@ def _check_same_data(path: Path, info: dict, data: Cifar10) -> None:
         raise ValueError(f"{path} was trained on {sizes[0]} training and {sizes[1]} test "
                          f"images, this data has {len(data.train)} and {len(data.test)}; "
                          "resume with the same data and FAST setting.")
+    described = f"{info.get('data')}{' (FAST subset)' if info.get('fast') else ''}"
+    if "data_sha256" in info and info["data_sha256"] != data.fingerprint():
+        raise ValueError(f"{path} was trained on other data ({described}) than {data.source}"
+                         f"{' (FAST subset)' if data.is_fast else ''}: other images or labels; "
+                         "pass the same --data (and FAST setting) to resume, or another --out.")
+    if "data_sha256" not in info and info.get("data") is not None:
+        _check_same_source(path, info["data"], data)
+
+
+def _check_same_source(path: Path, saved: str, data: Cifar10) -> None:
+    """Histories written before ``data_sha256``: their ``data`` is the source path relative
+    to the working directory then, with the suffix " (FAST subset)" in FAST mode."""
+    base, fast, _ = saved.partition(" (FAST subset)")
+    if not base.startswith("torchvision:"):
+        base = os.path.realpath(base)
+    source = data.source if data.source.startswith("torchvision:") else os.path.realpath(data.source)
+    if (base, bool(fast)) != (source, data.is_fast):
+        raise ValueError(f"{path} was trained on {saved}, not {data.source}; pass the same "
+                         "--data (and FAST setting) to resume, or another --out.")
 
 
 def _describe(dev: torch.device) -> str:
