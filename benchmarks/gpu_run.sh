@@ -7,8 +7,9 @@
 #   setup       carried wheels (.whl/) into $GPU_RUN_SITE; s9lib from this checkout; versions
 #   gpu-tests   pytest -m gpu tests/test_gpu.py                                  (needs CUDA)
 #   train-fast  python -m s9lib train --recipe fast on all of CIFAR-10 -> $OUT/fast-history.json
-#   export      the trained model as fp16 weights, split into parts of 15 MiB under $OUT,
-#               with weights.sha256 (benchmarks/gpu_join.sh puts them together again)
+#   export      the trained model as fp16 weights (accuracy measured, also on the carried
+#               .data/cifar10_test_exact_first1017.npz when there), split into parts of
+#               15 MiB under $OUT with weights.sha256 (benchmarks/gpu_join.sh rejoins them)
 #   seed-epoch  the seed recipe (albumentations DataLoader) for $GPU_RUN_SEED_EPOCHS epochs
 #               -> $OUT/seed-history.json (seconds per epoch)
 #   speed       benchmarks/train_speed.py --json $OUT/train_speed.json           (needs CUDA)
@@ -43,6 +44,7 @@ RUNS=${GPU_RUN_RUNS:-/tmp/s9-gpu-runs}
 SITE=${GPU_RUN_SITE:-/tmp/s9-gpu-site}
 SEED_EPOCHS=${GPU_RUN_SEED_EPOCHS:-1}
 WEIGHTS=resnet18_cifar10_fast_gpu.pt
+EXACT=.data/cifar10_test_exact_first1017.npz
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 FAILED=()
@@ -158,7 +160,10 @@ export_weights() {
 export_weights(sys.argv[1], sys.argv[2], note="benchmarks/gpu_run.sh, FAST mode")' "$ckpt" "$dest" \
             || return 1
     else
-        limited "$PYTHON" -m s9lib export "$ckpt" "$dest" --note "benchmarks/gpu_run.sh" || return 1
+        local exact=()  # the original-pixel test images, when carried (gpu_prepare.sh)
+        [[ -f $EXACT ]] && exact=(--exact "$EXACT")
+        limited "$PYTHON" -m s9lib export "$ckpt" "$dest" "${exact[@]}" \
+            --note "benchmarks/gpu_run.sh" || return 1
     fi
     (cd "$RUNS" && sha256sum "$WEIGHTS") > "$OUT/weights.sha256" || return 1
     split -b 15M -d -a 2 "$dest" "$OUT/$WEIGHTS.part-" || return 1
