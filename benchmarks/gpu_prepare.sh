@@ -64,11 +64,11 @@ source=${S9LIB_DATA:-../shared/data/cifar10-jpeg.tar.gz}
 [[ -f $source ]] || { echo "error: no CIFAR-10 archive at $source; set S9LIB_DATA" >&2; exit 2; }
 mkdir -p .data
 if ! cmp -s "$source" "$ARCHIVE"; then
-    cp "$source" "$ARCHIVE"
+    install -m 644 "$source" "$ARCHIVE"
 fi
 echo "$ARCHIVE: $(stat -c %s "$ARCHIVE") bytes from $source"
 exact=$(dirname "$source")/cifar10_test_exact_first1017.npz  # for export --exact, if it fits
-[[ -f $exact ]] && cp "$exact" "$EXACT"
+[[ -f $exact ]] && install -m 644 "$exact" "$EXACT"
 
 mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -82,7 +82,7 @@ for spec in "${WHEELS[@]}"; do  # one version of each: two stop the whole instal
     ((${#matches[@]} == 1)) || { echo "error: ${#matches[@]} wheels of $name in .whl/; keep one" >&2; exit 2; }
 done
 ls -l .whl
-if ! measure 2>/dev/null && [[ -f $EXACT ]]; then
+if ! measure >/dev/null 2>&1 && [[ -f $EXACT ]]; then
     rm "$EXACT"
     echo "over 64 MiB with $EXACT: removed it (export then measures no --exact accuracy)"
 fi
