@@ -10,10 +10,10 @@
 #   export      the trained model as fp16 weights (accuracy measured, also on the carried
 #               .data/cifar10_test_exact_first1017.npz when there), split into parts of
 #               15 MiB under $OUT with weights.sha256 (benchmarks/gpu_join.sh rejoins them)
-#   seed-epoch  the seed recipe (albumentations DataLoader) for $GPU_RUN_SEED_EPOCHS epochs
-#               -> $OUT/seed-history.json (seconds per epoch)
+#   course-epoch  the course recipe (albumentations DataLoader) for $GPU_RUN_COURSE_EPOCHS epochs
+#               -> $OUT/course-history.json (seconds per epoch)
 #   speed       benchmarks/train_speed.py --json $OUT/train_speed.json           (needs CUDA)
-# export runs before seed-epoch so that the weights come back even when the budget runs out.
+# export runs before course-epoch so that the weights come back even when the budget runs out.
 #
 # Environment:
 #   OUT                  where the log and results go (required; the device machine sets it)
@@ -23,7 +23,7 @@
 #                        the budget is spent
 #   GPU_RUN_RUNS         folder for the training runs [/tmp/s9-gpu-runs]; must not hold them yet
 #   GPU_RUN_SITE         where carried wheels are installed [/tmp/s9-gpu-site]
-#   GPU_RUN_SEED_EPOCHS  epochs of the seed recipe [1]
+#   GPU_RUN_COURSE_EPOCHS  epochs of the course recipe [1]
 #   GPU_RUN_FAST_EPOCHS  epochs of the fast recipe [the recipe's; 1 in FAST mode]
 #   S9LIB_DATA           CIFAR-10 [.data/cifar10-jpeg.tar.gz, carried, when it exists]
 #   PYTHON               the interpreter [python3]
@@ -43,7 +43,7 @@ PYTHON=${PYTHON:-python3}
 BUDGET=${GPU_RUN_BUDGET:-510}
 RUNS=${GPU_RUN_RUNS:-/tmp/s9-gpu-runs}
 SITE=${GPU_RUN_SITE:-/tmp/s9-gpu-site}
-SEED_EPOCHS=${GPU_RUN_SEED_EPOCHS:-1}
+COURSE_EPOCHS=${GPU_RUN_COURSE_EPOCHS:-1}
 WEIGHTS=resnet18_cifar10_fast_gpu.pt
 EXACT=.data/cifar10_test_exact_first1017.npz
 START=$(date +%s)
@@ -187,17 +187,17 @@ plain_export() {  # CHECKPOINT DEST NOTE: s9lib.checkpoints.export_weights, noth
 export_weights(sys.argv[1], sys.argv[2], note=sys.argv[3])' "$@"
 }
 
-seed_epoch() {
-    limited "$PYTHON" -m s9lib train --recipe seed --epochs "$SEED_EPOCHS" --out "$RUNS/seed-gpu"
+course_epoch() {
+    limited "$PYTHON" -m s9lib train --recipe course --epochs "$COURSE_EPOCHS" --out "$RUNS/course-gpu"
     local rc=$?
-    if [[ -f $RUNS/seed-gpu/history.json ]]; then
-        cp "$RUNS/seed-gpu/history.json" "$OUT/seed-history.json"
+    if [[ -f $RUNS/course-gpu/history.json ]]; then
+        cp "$RUNS/course-gpu/history.json" "$OUT/course-history.json"
         py -c 'import json, sys
 h = json.load(open(sys.argv[1]))
 for e in h["epochs"]:
-    print("seed epoch %(epoch)d: %(seconds).1f s, %(images_per_second).0f img/s, "
+    print("course epoch %(epoch)d: %(seconds).1f s, %(images_per_second).0f img/s, "
           "test acc %(test_acc).4f" % e)
-print("device", h["device"], "autocast", h["info"].get("autocast"))' "$RUNS/seed-gpu/history.json"
+print("device", h["device"], "autocast", h["info"].get("autocast"))' "$RUNS/course-gpu/history.json"
     fi
     return $rc
 }
@@ -224,7 +224,7 @@ if ! py -c 'import platformdirs' 2>/dev/null; then  # s9lib.runtime.cache_dir() 
     export S9LIB_CACHE=${S9LIB_CACHE:-/tmp/s9lib-cache}
 fi
 CUDA=$(py -c 'import torch; print("yes" if torch.cuda.is_available() else "no")' 2>/dev/null)
-for run in fast-gpu seed-gpu; do
+for run in fast-gpu course-gpu; do
     if [[ -e $RUNS/$run ]]; then
         log "error: $RUNS/$run exists; set GPU_RUN_RUNS to a new folder"
         exit 2
@@ -241,7 +241,7 @@ fi
 step gpu-tests 60 200 gpu_tests
 step train-fast 60 $(($(left) - 75)) train_fast  # 75 s kept for export
 step export 30 180 export_weights
-step seed-epoch 30 180 seed_epoch
+step course-epoch 30 180 course_epoch
 step speed 45 120 speed
 
 log "summary (wall seconds, $(($(date +%s) - START)) s in all of a ${BUDGET} s budget):"

@@ -24,7 +24,8 @@ from torch import nn
 
 from .data.inputs import CIFAR10_MEAN, CIFAR10_STD
 
-__all__ = ["BasicBlock", "ResNet18", "count_parameters", "LAYER_NAMES", "INPUT_STATS"]
+__all__ = ["BasicBlock", "InputStats", "ResNet18", "count_parameters", "LAYER_NAMES",
+           "INPUT_STATS"]
 
 #: The state-dict names of the input statistics every ResNet18 carries.
 INPUT_STATS = ("input_mean", "input_std")
@@ -56,33 +57,18 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
-    """CIFAR ResNet18: stem (3x3 conv, BN, ReLU), layer1..layer4, global average pool, linear.
+class InputStats(nn.Module):
+    """A module that carries the per-channel statistics its inputs are normalised with, as
+    two buffers saved with its state (``input_mean``, ``input_std``). Every inference path
+    reads them through :attr:`normalization`; ``fit`` sets a recipe's with
+    :meth:`set_normalization`."""
 
-    Feature-map sizes for a 32x32 input: layer1 32x32x64, layer2 16x16x128, layer3 8x8x256,
-    layer4 4x4x512.
-
-    ``forward`` takes inputs already normalised with ``mean``/``std`` (per channel, pixels in
-    [0, 1]); they default to the CIFAR-10 training statistics, and ``fit`` sets a recipe's
-    own with :meth:`set_normalization`.
-    """
-
-    def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN,
+    def __init__(self, mean: Sequence[float] = CIFAR10_MEAN,
                  std: Sequence[float] = CIFAR10_STD) -> None:
         super().__init__()
         self.register_buffer("input_mean", torch.zeros(3))
         self.register_buffer("input_std", torch.ones(3))
         self.set_normalization(mean, std)
-        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
-        self.layer1 = self._make_layer(64, 64, stride=1)
-        self.layer2 = self._make_layer(64, 128, stride=2)
-        self.layer3 = self._make_layer(128, 256, stride=2)
-        self.layer4 = self._make_layer(256, 512, stride=2)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.linear = nn.Linear(512, num_classes)
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -98,6 +84,32 @@ class ResNet18(nn.Module):
         with torch.no_grad():
             self.input_mean.copy_(torch.tensor([float(v) for v in mean]))
             self.input_std.copy_(torch.tensor([float(v) for v in std]))
+
+
+class ResNet18(InputStats):
+    """CIFAR ResNet18: stem (3x3 conv, BN, ReLU), layer1..layer4, global average pool, linear.
+
+    Feature-map sizes for a 32x32 input: layer1 32x32x64, layer2 16x16x128, layer3 8x8x256,
+    layer4 4x4x512.
+
+    ``forward`` takes inputs already normalised with ``mean``/``std`` (per channel, pixels in
+    [0, 1]); they default to the CIFAR-10 training statistics, and ``fit`` sets a recipe's
+    own with :meth:`set_normalization`.
+    """
+
+    def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN,
+                 std: Sequence[float] = CIFAR10_STD) -> None:
+        super().__init__(mean, std)
+        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.layer1 = self._make_layer(64, 64, stride=1)
+        self.layer2 = self._make_layer(64, 128, stride=2)
+        self.layer3 = self._make_layer(128, 256, stride=2)
+        self.layer4 = self._make_layer(256, 512, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(512, num_classes)
 
     @staticmethod
     def _make_layer(in_planes: int, planes: int, stride: int) -> nn.Sequential:

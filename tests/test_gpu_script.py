@@ -16,13 +16,14 @@ import pytest
 from helpers import REPO, archive_path
 from s9lib.checkpoints import pretrained
 
-STEPS = ["setup", "gpu-tests", "train-fast", "export", "seed-epoch", "speed"]
+STEPS = ["setup", "gpu-tests", "train-fast", "export", "course-epoch", "speed"]
 PART_LIMIT = 16 * 1024 * 1024  # the device brings back at most 8 files of at most 16 MiB
 DEVICE_LIMIT = 64 * 1024 * 1024  # working tree + carried folders, per device call
 WHEEL_BYTES = 4_010_671  # .whl/ as benchmarks/gpu_prepare.sh downloaded it on 2026-12-04
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None,
-                                reason="needs bash and coreutils")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None,
+                                 reason="needs bash and coreutils")]
 
 
 def _bash(*args, timeout=300, **env):
@@ -46,13 +47,13 @@ def test_fast_run_logs_each_step_with_its_time_or_its_reason(gpu_run):
     log = (tmp / "out" / "gpu_run.log").read_text()
     for name in STEPS:
         assert re.search(rf"step {name}: (ok in \d+\.\d s|skipped)", log), name
-    for name in ("setup", "train-fast", "export", "seed-epoch"):  # need no GPU
+    for name in ("setup", "train-fast", "export", "course-epoch"):  # need no GPU
         assert f"step {name}: ok in" in log, name
     if "no CUDA here" in log:
         assert "step gpu-tests: skipped" in log and "step speed: skipped" in log
-    assert "seed epoch 1:" in log
+    assert "course epoch 1:" in log
     out = sorted(p.name for p in (tmp / "out").iterdir())
-    assert {"gpu_run.log", "fast-history.json", "seed-history.json", "weights.sha256"} <= set(out)
+    assert {"gpu_run.log", "fast-history.json", "course-history.json", "weights.sha256"} <= set(out)
     assert len(out) <= 8 and all((tmp / "out" / n).stat().st_size <= PART_LIMIT for n in out)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from s9lib import seed_everything
 from s9lib.training.batches import DeviceBatches
-from s9lib.models import ResNet18
+from s9lib.models import InputStats, ResNet18
 from s9lib.inference import misclassified, per_class_accuracy, predict_logits
 from s9lib.checkpoints import CHECKPOINT, load_checkpoint, load_model, save_checkpoint
 from s9lib.training.history import HISTORY, History
@@ -114,7 +114,8 @@ def test_checkpoint_and_history_round_trip(tmp_path):
     assert json.loads((tmp_path / HISTORY).read_text())["epochs"][0]["epoch"] == 1
 
     model = load_model(tmp_path, device="cpu")
-    assert mean == pytest.approx((0.4914, 0.4822, 0.4465))  # the course preset's statistics
+    mean, std = model.normalization  # the course preset's statistics, from the checkpoint
+    assert mean == pytest.approx((0.4914, 0.4822, 0.4465)) and std[0] == pytest.approx(0.2023)
     reloaded = predict_logits(model, data.test, device=CPU)
     model2 = _model()
     model2.load_state_dict(state["model"])
@@ -257,13 +258,24 @@ def test_fit_trains_under_the_chosen_autocast_and_records_it(monkeypatch, settin
     assert h2.info["autocast"] == recorded and h2.column("train_loss") == history.column("train_loss")
 
 
+class _SmallNet(InputStats):
+    """A small convnet that carries its input statistics as every s9lib model does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+
 def test_fp16_with_loss_scaling_trains(monkeypatch):
     # A small convnet, not ResNet18: CPUs compute fp16 convolutions on a slow path (about
     # 20x float32 on the Xeon CI machine), and the GradScaler logic under test is the same.
     data = cifar(train_per_class=10, test_per_class=5)
     torch.manual_seed(0)
-    small = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    small = _SmallNet()
     history = fit(small, data, get_recipe("course", batch_size=25, amp="fp16", lr=1e-2),
                   epochs=3, device=CPU, progress=False)
     losses = history.column("train_loss")

@@ -32,7 +32,7 @@ from ..data import augment as aug
 from . import distributed
 from ..inference import predict_logits
 from .batches import DeviceBatches, LoaderBatches
-from ..checkpoints import CHECKPOINT, load_resumable, save_checkpoint
+from ..checkpoints import CHECKPOINT, load_resumable, save_checkpoint, with_input_stats
 from ..data.cifar import Cifar10, Split
 from ..files import FolderLock, remove_stale_temps
 from .history import HISTORY, EpochRecord, History
@@ -339,7 +339,8 @@ def _resume(out: Path, r: Recipe, epochs: int, run: _Run, data: Cifar10) -> Hist
         raise ValueError(f"{out / CHECKPOINT} was planned for {planned} epochs, not {epochs}; "
                          "pass the same --epochs to resume.")
     _check_same_data(out / CHECKPOINT, info, data)
-    run.model.load_state_dict(state["model"])
+    # a checkpoint written before the model carried its input statistics: from its record
+    run.model.load_state_dict(with_input_stats(state["model"], state.get("normalization")))
     run.opt.load_state_dict(state["optimizer"])
     run.sched.load_state_dict(state["scheduler"])
     if state.get("scaler"):
