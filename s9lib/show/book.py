@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: ``book/`` of a source checkout (the chapters live there; an installed wheel has none).
-BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
+BOOK_DIR = Path(__file__).resolve().parents[2] / "book"  # s9lib/show/book.py -> book/
 
 #: Where the book's source lives when no checkout says otherwise.
 DEFAULT_REPOSITORY_URL = "https://github.com/s9-book/s9-book"
