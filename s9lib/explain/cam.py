@@ -57,6 +57,7 @@ Usage::
 from __future__ import annotations
 
 import difflib
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -89,6 +90,7 @@ __all__ = [
     "check_images",
     "check_logits",
     "resolve_targets",
+    "frozen_eval",
 ]
 
 #: GradCAM++'s default epsilon: none. Eq. 19 needs no guard where it counts (chapter 5): at a
@@ -381,6 +383,24 @@ def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- the base class
 
 
+@contextmanager
+def frozen_eval(model: nn.Module):
+    """The model in eval mode with parameters that do not require grad, for the block; both
+    restored on exit. Why: eval-mode BatchNorm makes each image's gradient independent of the
+    batch, and frozen parameters mean an explanation never touches ``.grad``."""
+    params = list(model.parameters())
+    training, flags = model.training, [p.requires_grad for p in params]
+    try:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(training)
+
+
 class BaseCAM:
     """Owns everything but the channel weights: hooks, targets, the backward pass, scaling.
 
@@ -403,7 +423,7 @@ class BaseCAM:
         self.layers = resolve_layers(model, layers)
         self._handles: list = []
         self._saved: dict[str, list[tuple[torch.Tensor, int]]] = {}
-        self._restore: tuple[bool, list[tuple[nn.Parameter, bool]]] | None = None
+        self._state: ExitStack | None = None  # the frozen_eval block while active
 
     # -- what subclasses change: channel_weights, or combine for other maps
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -424,15 +444,12 @@ class BaseCAM:
 
     # -- hooks and model state
     def __enter__(self) -> "BaseCAM":
-        if self._restore is not None:
+        if self._state is not None:
             raise ValueError(f"This {type(self).__name__} is already active; use one `with` "
                              "block at a time (or a second CAM object).")
-        params = list(self.model.parameters())
-        self._restore = (self.model.training, [(p, p.requires_grad) for p in params])
+        self._state = ExitStack()
         try:
-            self.model.eval()
-            for p in params:
-                p.requires_grad_(False)
+            self._state.enter_context(frozen_eval(self.model))
             for name, module in self.layers.items():
                 self._handles.append(module.register_forward_hook(self._saver(name)))
         except BaseException:
@@ -449,12 +466,9 @@ class BaseCAM:
             handle.remove()
         self._handles.clear()
         self._saved.clear()
-        if self._restore is not None:
-            training, flags = self._restore
-            for p, flag in flags:
-                p.requires_grad_(flag)
-            self.model.train(training)
-            self._restore = None
+        if self._state is not None:
+            self._state.close()
+            self._state = None
 
     def _saver(self, name: str):
         def save(module: nn.Module, inputs, output) -> None:
@@ -471,7 +485,7 @@ class BaseCAM:
         ``targets``: None explains each image's predicted class; an int explains that class
         for all images; a sequence/tensor of B ints gives one class per image.
         """
-        if self._restore is None:  # called outside `with`: hooks for this one call only
+        if self._state is None:  # called outside `with`: hooks for this one call only
             with self:
                 return self._compute(images, targets)
         return self._compute(images, targets)

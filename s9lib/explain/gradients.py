@@ -33,7 +33,7 @@ scaled per image (an all-zero map stays zero), so maps of all methods share one 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cam import GradCAM, check_images, check_logits, normalize_maps, resolve_targets
+from .cam import (GradCAM, check_images, check_logits, frozen_eval, normalize_maps,
+                  resolve_targets)
 
 __all__ = ["Attribution", "GradientMethod", "Saliency", "SmoothGrad", "IntegratedGradients",
            "GuidedBackprop", "GuidedGradCAM", "GRADIENT_METHODS", "attribute",
@@ -91,30 +92,24 @@ class GradientMethod:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.model, self.batch_size = model, batch_size
-        self._restore: tuple[bool, list] | None = None
+        self._state: ExitStack | None = None  # the frozen_eval block while active
 
     def __enter__(self) -> "GradientMethod":
-        if self._restore is not None:
+        if self._state is not None:
             raise ValueError(f"This {type(self).__name__} is already active; use one `with` "
                              "block at a time.")
-        params = list(self.model.parameters())
-        self._restore = (self.model.training, [(p, p.requires_grad) for p in params])
-        self.model.eval()
-        for p in params:
-            p.requires_grad_(False)
+        self._state = ExitStack()
+        self._state.enter_context(frozen_eval(self.model))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        training, flags = self._restore
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        self.model.train(training)
-        self._restore = None
+        self._state.close()
+        self._state = None
         return False
 
     def __call__(self, images: torch.Tensor, targets=None) -> Attribution:
         """Attributions of normalised ``images`` (B, 3, H, W) for ``targets`` (as the CAMs)."""
-        if self._restore is None:
+        if self._state is None:
             with self:
                 return self._compute(images, targets)
         return self._compute(images, targets)
