@@ -1,10 +1,11 @@
 """s9lib: CIFAR-10 augmentation, the CIFAR ResNet18, training, and GradCAM / GradCAM++.
 
-The library behind the s9-book chapters. Modules, in data-flow order:
-``data`` -> ``augment`` -> ``models`` -> ``train`` -> ``cam`` -> ``viz`` / ``widgets``, with
-``inputs`` (normalisation), ``recipes``, ``history``, ``checkpoints`` and ``analysis`` beside
-the loop. ``import s9lib`` loads only torch: albumentations, OpenCV and torchvision load with
-the modules that need them.
+The library behind the s9-book chapters. Its parts, in the one direction imports run
+(``tests/test_layout.py`` checks it): ``runtime``/``files`` -> ``data`` (CIFAR-10, inputs,
+augment, photos) -> ``models``/``inference`` -> ``checkpoints`` -> ``training`` -> ``explain``
+(CAMs, gradient methods) -> ``evaluate`` -> ``show`` (figures, widgets, chapter runs) ->
+``__main__``. ``import s9lib`` loads only torch: albumentations, OpenCV and torchvision load
+with the modules that need them.
 """
 
 from .runtime import FAST_SIZES, cache_dir, fast_mode, get_device, seed_everything
