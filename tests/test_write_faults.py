@@ -37,10 +37,16 @@ def _cli(*args, preexec_fn=None, cwd=REPO, **extra):
                           preexec_fn=preexec_fn)
 
 
+def _default_sigint() -> None:
+    """A process started in the background of a script inherits SIGINT *ignored*, and Python
+    then never raises KeyboardInterrupt; a user's terminal delivers it. Test what users get."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args, **extra):
     return subprocess.Popen([sys.executable, "-m", "s9lib", *map(str, args)], cwd=REPO,
                             env=cli_env(**extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _one_line_error(proc, *needles, rc=2):
