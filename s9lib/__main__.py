@@ -79,9 +79,13 @@ def _train(parser: argparse.ArgumentParser):
 
 def _run_train(args) -> int:
     """Train with the recipe and flags of ``args``; print a one-line JSON summary."""
-    from .training.recipes import get_recipe
+    from .training.recipes import RENAMED, get_recipe
     from .training.runs import train
 
+    if args.recipe in RENAMED:  # the old spelling keeps working, with a notice
+        print(f"notice: the recipe {args.recipe!r} is now called {RENAMED[args.recipe]!r}; "
+              "using it.", file=sys.stderr)
+        args.recipe = RENAMED[args.recipe]
     for flag, value, least in (("--epochs", args.epochs, 1), ("--seed", args.seed, 0),
                                ("--workers", args.workers, 0)):
         if value is not None and value < least:

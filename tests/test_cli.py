@@ -29,11 +29,13 @@ def test_train_end_to_end_in_fast_mode(tmp_path):
     assert "epoch 1/1" in proc.stderr  # the progress bar
 
 
-def test_train_amp_flag_is_recorded(tmp_path):
-    proc = _run("train", "--recipe", "course", "--amp", "off", "--out", str(tmp_path / "run"))
+def test_train_amp_flag_is_recorded_and_the_old_recipe_name_still_works(tmp_path):
+    proc = _run("train", "--recipe", "seed", "--amp", "off", "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
+    assert "notice: the recipe 'seed' is now called 'course'" in proc.stderr
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["info"]["autocast"] == "float32" and history["recipe"]["amp"] == "off"
+    assert history["recipe"]["name"] == "course"
     proc = _run("train", "--amp", "half", "--out", str(tmp_path / "bad"))
     assert proc.returncode == 2 and "--amp" in proc.stderr and "Traceback" not in proc.stderr
 

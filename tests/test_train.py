@@ -349,3 +349,12 @@ def test_history_names_the_data_relative_to_the_working_directory(monkeypatch, t
     again = fit(_model(), data, get_recipe("course", batch_size=20), epochs=1, device=CPU,
                 out=tmp_path, resume=True, progress=False)
     assert len(again) == 1
+
+
+def test_the_course_recipes_old_names_load_from_files_and_are_refused_by_name():
+    from s9lib.training.recipes import Recipe
+
+    old = {**get_recipe("course").to_dict(), "name": "seed", "augment": "seed"}
+    assert Recipe.from_dict(old) == get_recipe("course")
+    with pytest.raises(ValueError, match="now called 'course-fixed'"):
+        get_recipe("seed-fixed")
