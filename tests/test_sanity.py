@@ -1,4 +1,5 @@
-"""s9lib.evaluate.sanity (cascading model-parameter randomisation) on the shipped model and real images."""
+"""s9lib.evaluate.sanity (model-parameter randomisation, cascading and independent, over every
+method of s9lib.explain.methods) on the shipped model and real images."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from scipy.stats import spearmanr
 
 from s9lib.checkpoints import pretrained
 from s9lib.data.inputs import preprocess
-from s9lib.evaluate.sanity import (CASCADE, cascade, cascading_randomization, predicted_classes,
-
-                          randomize_, spearman, ssim)
+from s9lib.evaluate.sanity import (CASCADE, SANITY_METHODS, SanityReport, Stat, cascade,
+                                   cascading_randomization, independent,
+                                   independent_randomization, predicted_classes, randomization,
+                                   randomize_, spearman, ssim)
+from s9lib.explain.cam import explain
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +95,96 @@ def test_randomising_every_layer_destroys_gradcam_but_not_eigencam_at_the_logits
 def test_targets_are_the_trained_models_predictions_and_bad_methods_raise(model, images):
     preds = predicted_classes(model, images, batch_size=3)
     assert torch.equal(preds, model(images).argmax(1))
-    with pytest.raises(ValueError, match="Unknown CAM method"):
+    with pytest.raises(ValueError, match="Unknown method 'scorecam'"):
         cascading_randomization(model, images, methods=["scorecam"])
     with pytest.raises(ValueError, match="at least 2 images"):
         cascading_randomization(model, images[:1])
+
+
+# --------------------------------------------------------------------------- every method, both variants
+
+STAGES = ("linear", "layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+def _old_cascading(model, images, layer, methods, seed=0, batch_size=100):
+    """The cascading check as the module computed it before it took every method (commit
+    f18ee0e): ``explain(...).maps[layer]`` per batch, the cascade, Spearman, SSIM, the floor."""
+    targets = predicted_classes(model, images, batch_size)
+
+    def maps(net):
+        return {m: torch.cat([explain(net, images[i:i + batch_size], [layer], m,
+                                      targets[i:i + batch_size]).maps[layer].cpu()
+                              for i in range(0, len(images), batch_size)]) for m in methods}
+
+    trained = maps(model)
+    rho, sim = {m: [] for m in methods}, {m: [] for m in methods}
+    for _, randomised in cascade(model, seed):
+        now = maps(randomised)
+        for m in methods:
+            rho[m].append(Stat.of(spearman(trained[m], now[m])))
+            sim[m].append(Stat.of(ssim(trained[m], now[m])))
+    floor = {m: {"spearman": Stat.of(spearman(trained[m], trained[m].roll(1, 0))),
+                 "ssim": Stat.of(ssim(trained[m], trained[m].roll(1, 0)))} for m in methods}
+    return SanityReport(layer, len(images), seed, [label for label, _ in CASCADE], rho, sim, floor)
+
+
+def test_cascading_results_for_the_cams_are_unchanged(model, images):
+    new = cascading_randomization(model, images[:4], "layer4", seed=2, batch_size=3)
+    old = _old_cascading(model, images[:4], "layer4", SANITY_METHODS, seed=2, batch_size=3)
+    assert new.mode == "cascading" and list(new.spearman) == list(SANITY_METHODS)
+    np.testing.assert_equal(new.to_dict(), {**old.to_dict(), "mode": "cascading"})  # NaN == NaN
+
+
+def test_independent_randomises_one_stage_and_keeps_the_others_trained(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cascaded = {}  # stage -> its random weights at the step where the cascade randomised it
+    for (label, randomised), stage in zip(cascade(model, seed=3), STAGES):
+        weights = randomised.get_submodule(stage).state_dict()
+        cascaded[stage] = {k: v.clone() for k, v in weights.items()}
+    labels = []
+    for (label, randomised), stage in zip(independent(model, seed=3), STAGES):
+        labels.append(label)
+        for other in STAGES:
+            same = _same(model.get_submodule(other), randomised.get_submodule(other))
+            assert same == (other != stage), (label, other)
+        state = randomised.get_submodule(stage).state_dict()
+        assert all(torch.equal(state[k], cascaded[stage][k]) for k in state)  # same seed
+        assert _same(randomised.bn1, model.bn1) == (stage != "conv1")
+        assert torch.equal(randomised.input_std, model.input_std)  # statistics, not weights
+    assert labels == ["linear", "layer4", "layer3", "layer2", "layer1", "stem"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("mode", ["cascading", "independent"])
+def test_the_edge_control_never_changes_so_it_fails_by_construction(model, images, mode):
+    """The edge map reads the pixels only: Spearman and SSIM are exactly 1 at every step."""
+    report = randomization(model, images[:4], methods=["edge", "saliency"], mode=mode)
+    assert report.mode == mode and len(report.steps) == len(CASCADE)
+    for stat in report.spearman["edge"] + report.ssim["edge"]:
+        assert stat.mean == pytest.approx(1.0, abs=1e-12) and stat.n == 4
+    assert all(np.isfinite(s.mean) for s in report.spearman["saliency"])
+    assert json.loads(json.dumps(report.to_dict()))["mode"] == mode
+
+
+def test_smoothgrad_draws_the_same_noise_on_every_model_and_the_noise_control_passes(
+        model, images):
+    """A step that randomises nothing: SmoothGrad's maps are identical (the same noise draws,
+    so only the model changes), while the noise control, redrawn per model, "passes" (about 0)
+    and has a floor of about 0 as well: what a pass alone does not show."""
+    nothing = (("nothing", ()),)
+    report = independent_randomization(model, images[:4], methods=["smoothgrad", "noise"],
+                                       steps=nothing, options={"smoothgrad": {"samples": 2}})
+    assert report.steps == ["nothing"] and report.mode == "independent"
+    assert report.spearman["smoothgrad"][0].mean == pytest.approx(1.0, abs=1e-12)
+    assert abs(report.spearman["noise"][0].mean) < 0.15
+    assert abs(report.floor["noise"]["spearman"].mean) < 0.15
+
+
+def test_unknown_mode_method_or_stray_options_are_clear_errors(model, images):
+    with pytest.raises(ValueError, match="Unknown mode 'top_down'.*cascading.*independent"):
+        randomization(model, images[:2], mode="top_down")
+    with pytest.raises(ValueError, match="Unknown method 'gradient_x_input'"):
+        independent_randomization(model, images[:2], methods=["gradcam", "gradient_x_input"])
+    with pytest.raises(ValueError, match="not among the methods"):
+        cascading_randomization(model, images[:2], methods=["gradcam"],
+                                options={"smoothgrad": {"samples": 2}})
