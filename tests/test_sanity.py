@@ -101,7 +101,7 @@ def test_targets_are_the_trained_models_predictions_and_bad_methods_raise(model,
         cascading_randomization(model, images[:1])
 
 
-# --------------------------------------------------------------------------- every method, both variants
+# ------------------------------------------------------------- every method, both variants
 
 STAGES = ("linear", "layer4", "layer3", "layer2", "layer1", "conv1")
 
