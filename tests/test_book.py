@@ -38,10 +38,14 @@ PLANNED = [
     "03_training",
     "04_gradcam",
     "05_gradcam_plusplus",
-    "06_explorer",
-    "07_evaluating",
-    "08_trust",
+    "06_gradcam_plusplus_bugs",
+    "07_explorer",
+    "08_evaluating",
+    "09_trust",
+    "a1_beyond_one_machine",  # the appendix: after the chapters, and a chapter for every test
 ]
+#: A chapter notebook's name: two digits (a chapter) or a letter and a digit (an appendix).
+CHAPTER_NAME = re.compile(r"(\d\d|a\d)_\w+\.ipynb")
 CHAPTERS = chapters(BOOK)
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -78,7 +82,7 @@ def test_toc_lists_existing_chapters_in_design_order():
     for path in CHAPTERS:
         assert path.exists(), f"{path.name} is in _toc.yml but does not exist"
     # A chapter notebook that exists but is not in the toc would be silently left out.
-    on_disk = {p.stem for p in BOOK.glob("[0-9][0-9]_*.ipynb")}
+    on_disk = {p.stem for p in BOOK.glob("*.ipynb") if CHAPTER_NAME.fullmatch(p.name)}
     assert on_disk == set(names), f"notebooks not in _toc.yml: {sorted(on_disk - set(names))}"
 
 
@@ -285,7 +289,7 @@ def test_sliders_work_in_a_browser(built: Path, tmp_path: Path):
     lines = {l.split(":")[0]: l for l in proc.stdout.splitlines()}
     for name in widget_pages:
         assert "visible frame changed" in lines.get(f"{name}.html", ""), proc.stdout
-    explorer = lines.get("06_explorer.html", "")
+    explorer = lines.get("07_explorer.html", "")
     assert re.search(r"; (\d+) of \1 tabs showed their own frames", explorer), proc.stdout
     for name in ["intro", *[p.stem for p in CHAPTERS]]:
         assert (tmp_path / f"{name}.png").exists()

@@ -80,7 +80,7 @@ def test_raw_maps_agree_with_pytorch_grad_cam(model, images, method, given):
     inside = ["layer4.0", "layer4.1.conv2"]
     layers = ["layer2", "layer3", *inside, "layer4"]
     targets = list(range(BATCH))[::-1] if given else None
-    # GradCAM++ with pytorch-grad-cam's epsilon (s9lib's default is none: chapter 5).
+    # GradCAM++ with pytorch-grad-cam's epsilon (s9lib's default is none: chapter 6).
     options = {"eps": PYTORCH_GRAD_CAM_PP_EPS} if method == "gradcam++" else {}
     res = METHODS[method](model, layers, **options)(images, targets)  # five layers, one call
     refs = _reference_raw(model, method, layers, images, targets)

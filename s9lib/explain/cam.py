@@ -93,7 +93,7 @@ __all__ = [
     "frozen_eval",
 ]
 
-#: GradCAM++'s default epsilon: none. Eq. 19 needs no guard where it counts (chapter 5): at a
+#: GradCAM++'s default epsilon: none. Eq. 19 needs no guard where it counts (chapter 6): at a
 #: cell with g > 0 after a ReLU the denominator is at least 2 g^2 > 0, and an epsilon would
 #: make the map depend on how the layer's activations are scaled (measured there).
 GRADCAMPP_EPS = 0.0

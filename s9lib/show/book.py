@@ -98,7 +98,12 @@ BOOTSTRAP_CELL = bootstrap_cell(REPOSITORY_URL)
 
 
 def chapters(book_dir: str | os.PathLike = BOOK_DIR) -> list[Path]:
-    """The chapter notebooks listed in ``_toc.yml``, in reading order."""
+    """The chapter notebooks listed in ``_toc.yml``, in reading order, appendix included.
+
+    The toc is a flat ``chapters:`` list or ``parts:`` with captions (the chapters, then the
+    appendix, ``a1_*``); either way every notebook in it counts as a chapter here, so the
+    appendix is re-executed and checked like the chapters.
+    """
     import yaml
 
     book_dir = Path(book_dir)

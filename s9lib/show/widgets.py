@@ -128,7 +128,7 @@ def _check_frames(sets: list[list], labels: Sequence[str], set_names: Sequence[s
 
 def layer_explorer(frames: Sequence[Sequence[Frame]], labels: Sequence[str] | None = None, *,
                    set_names: Sequence[str] | None = None, **options) -> widgets.VBox:
-    """The explorer of chapter 6: ``frames[s][i]`` shows image set ``s`` at layer ``i``.
+    """The explorer of chapter 7: ``frames[s][i]`` shows image set ``s`` at layer ``i``.
 
     A :func:`frame_slider` whose slider is labelled "layer" and whose labels default to
     ``layer1`` .. ``layerN``; ``options`` as there (``dpi``, ``width``, ``value``, ...).
