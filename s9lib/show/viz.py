@@ -7,10 +7,27 @@ it in a notebook (a Figure displays itself as the last expression of a cell), sa
 (``fig.savefig``) or throw it away. Fonts are sized for the HTML book, where a figure is
 shrunk to the page width (about 9 inches): figures stay at most ~12 inches wide.
 
-The colour map is OpenCV's JET, exactly as pytorch-grad-cam's ``show_cam_on_image`` applies
-it (a CAM of 1.0 is dark red, 0.0 dark blue), so overlays here and in that library's examples
-look the same. 32x32 images are drawn with nearest-neighbour upsampling: each CIFAR pixel is a
-visible square instead of a blur that hides what the model actually saw.
+Colour map: OpenCV's JET, exactly as pytorch-grad-cam's ``show_cam_on_image`` applies it (a
+value of 1.0 is dark red, 0.0 dark blue), and as the course notebook drew its maps. Why JET and
+not a perceptually uniform map (viridis, inferno): a reader compares these overlays with the
+course notebook's and with pytorch-grad-cam's examples, and the tests check our overlays
+against that library pixel for pixel; a different colour map would make every comparison a
+comparison of colour maps. JET's costs are real and are why every CAM figure carries a colour
+bar: its lightness is not monotonic (cyan and yellow, the middle of the scale, are the
+brightest colours, and bands appear at them that are not in the data), and red against green
+is hard to tell apart for colour-blind readers. Read a value off the colour bar, not off how
+bright a colour looks.
+
+Scale: a map's colours mean nothing without its scale. ``scale="per-image"`` (the default,
+what ``CamResult.maps`` holds) min-max scales each map on its own: dark blue is *that map's
+weakest cell*, which need not be zero, and dark red its strongest, so two maps drawn this way
+cannot be compared in magnitude. ``scale="shared"`` draws every image's map (per layer) on one
+scale from 0 to the largest value among them, computed from ``CamResult.raw`` (the unnormalised
+``ReLU(sum_k alpha_k A^k)``): there dark blue is zero evidence, and equal values have equal
+colours in every image. Each figure labels its colour bar with the scale it used.
+
+32x32 images are drawn with nearest-neighbour upsampling: each CIFAR pixel is a visible square
+instead of a blur that hides what the model actually saw.
 """
 
 from __future__ import annotations
@@ -19,6 +36,8 @@ from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -28,7 +47,12 @@ from ..data.cifar import CLASSES
 __all__ = [
     "overlay",
     "heatmap",
+    "jet_colormap",
+    "cam_colorbar",
+    "shared_maps",
+    "SCALES",
     "cam_grid",
+    "cam_scales",
     "gradcam_report",
     "misclassified_gallery",
     "training_curves",
@@ -113,6 +137,83 @@ def overlay(image, cam_map, alpha: float = 0.5) -> np.ndarray:
     return (out / peak if peak > 0 else out).astype(np.float32)
 
 
+# --------------------------------------------------------------------------- scales
+
+#: The two ways a figure can scale its CAMs (see the module docstring).
+SCALES = ("per-image", "shared")
+PER_IMAGE_LABEL = ("min-max per image: 0 = each map's weakest cell (not necessarily zero),\n"
+                   "1 = its strongest; colours cannot be compared between images")
+SHARED_LABEL = "CAM value on one scale for all images: 0 = no evidence"
+
+
+def _check_scale(scale, name: str = "scale") -> str:
+    if scale not in SCALES:
+        raise ValueError(
+            f"{name} must be 'per-image' (each map min-max scaled to its own range) or 'shared' "
+            f"(one scale from 0 for every image), got {scale!r}.")
+    return scale
+
+
+def jet_colormap() -> ListedColormap:
+    """OpenCV's JET as a matplotlib colour map: the colours :func:`heatmap` paints, for colour
+    bars (256 entries, read from ``cv2.applyColorMap`` itself, so the bar and the maps agree)."""
+    ramp = np.arange(256, dtype=np.uint8)[:, None]
+    bgr = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)[:, 0]
+    return ListedColormap(bgr[:, ::-1].astype(np.float32) / 255.0, name="opencv_jet")
+
+
+def shared_maps(result, layer: str, n: int | None = None) -> tuple[np.ndarray, float]:
+    """The first ``n`` maps of ``layer`` on one shared scale: ``(maps, vmax)``.
+
+    ``maps``: float32 (n, h, w) at the layer's resolution (the drawing functions upsample
+    them bilinearly, as ``CamResult.maps`` are), ``raw / vmax`` with ``vmax`` the largest value
+    of ``result.raw[layer][:n]``: 0 is zero evidence and 1 the strongest cell among these
+    images, and equal values get equal colours in every image. All maps zero: ``vmax`` is 0
+    and the maps are zeros (no NaN).
+    """
+    raw = _numpy(result.raw[layer])[:n].astype(np.float32)
+    raw = np.clip(np.nan_to_num(raw), 0.0, None)  # raw CAMs are rectified; be safe
+    vmax = float(raw.max()) if raw.size else 0.0
+    return (raw / vmax if vmax > 0 else np.zeros_like(raw)), vmax
+
+
+def cam_colorbar(fig: Figure, axes, scale: str = "per-image", *, vmax: float | None = None,
+                 label: str | None = None, location: str = "bottom", shrink: float = 0.8):
+    """Add the colour bar of CAM panels ``axes`` to ``fig``; returns the ``Colorbar``.
+
+    ``scale="per-image"``: a 0..1 bar saying that each map was min-max scaled on its own.
+    ``scale="shared"``: a bar from 0 to ``vmax`` (the value drawn dark red, in the units of
+    ``CamResult.raw``; see :func:`shared_maps`). ``label`` replaces the default label. Use it
+    for figures built by hand from :func:`overlay` panels, so that they say what the colours
+    mean as the library's figures do.
+    """
+    _check_scale(scale)
+    if scale == "shared":
+        if vmax is None or not np.isfinite(vmax) or vmax < 0:
+            raise ValueError(f"scale='shared' needs vmax, the largest CAM value drawn (>= 0), "
+                             f"got {vmax!r}; shared_maps() returns it.")
+        norm = Normalize(0.0, vmax if vmax > 0 else 1.0)
+        label = SHARED_LABEL if label is None else label
+    else:
+        norm = Normalize(0.0, 1.0)
+        label = PER_IMAGE_LABEL if label is None else label
+    axes = list(np.ravel(axes))
+    cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=jet_colormap()), ax=axes,
+                        location=location, shrink=shrink, aspect=40 if location in
+                        ("bottom", "top") else 20)
+    cbar.set_label(label, fontsize=LABEL - 1)
+    cbar.ax.tick_params(labelsize=LABEL - 2)
+    return cbar
+
+
+def _scaled_maps(result, layer: str, n: int, scale: str) -> tuple[np.ndarray, float]:
+    """The first ``n`` maps of ``layer`` as the figure draws them, and the scale's top value
+    (1.0 per image; the largest raw value when shared)."""
+    if _check_scale(scale) == "shared":
+        return shared_maps(result, layer, n)
+    return _numpy(result.maps[layer])[:n].astype(np.float32), 1.0
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -164,88 +265,172 @@ def _method_label(result) -> str:
 # --------------------------------------------------------------------------- CAM figures
 
 
+def _grid_row_label(classes, probs_i, target: int, true_i) -> tuple[str, str]:
+    """The label left of a ``cam_grid`` row: prediction and probability, true class (red when
+    wrong), and the explained class when it is not the prediction."""
+    pred = int(probs_i.argmax())
+    title = f"{_class_name(classes, pred)} {probs_i[pred]:.0%}"
+    color = "black"
+    if true_i is not None:
+        title += f"\n(true: {_class_name(classes, int(true_i))})"
+        color = "black" if int(true_i) == pred else "crimson"
+    if target != pred:
+        title += f"\nexplains: {_class_name(classes, target)}"
+    return title, color
+
+
 def cam_grid(images, result, layers: Sequence[str] | str | None = None,
              classes: Sequence[str] = CLASSES, *, true: Sequence[int] | None = None,
              heatmaps: bool = True, alpha: float = 0.5, max_images: int = 8,
-             cell: float = 1.6) -> Figure:
+             cell: float = 1.6, scale: str = "per-image", colorbar: bool = True) -> Figure:
     """One row per image: the image, then for each layer its heatmap and its overlay.
 
     ``images``: what the CAMs were computed for, for display (uint8 (B, H, W, 3) or float in
     [0, 1]; see ``s9lib.data.augment.unstandardize``). ``result``: a ``CamResult``. Each row's label,
     left of the image, gives the predicted class and its probability (and the true class with
     ``true``, red when wrong; and the explained class when ``targets`` was not the prediction).
-    ``heatmaps=False`` shows overlays only.
+    ``heatmaps=False`` shows overlays only. ``scale``: ``"per-image"`` (each map min-max
+    scaled on its own; one colour bar) or ``"shared"`` (per layer, every row on one scale from
+    0 to the largest raw value shown; one colour bar per layer, in raw CAM units).
     """
     layers = _layers_of(result, layers)
     n = min(len(images), max_images)
     probs = result.probs.detach().cpu().numpy()
     targets = _numpy(result.targets).astype(int)
+    scaled = {name: _scaled_maps(result, name, n, scale) for name in layers}
     per_layer = 2 if heatmaps else 1
     ncols = 1 + per_layer * len(layers)
-    fig = _figure(ncols, n, cell, extra_height=0.3, label_width=1.6)
+    fig = _figure(ncols, n, cell, extra_height=0.3 + (0.9 if colorbar else 0), label_width=1.6)
     axes = fig.subplots(n, ncols, squeeze=False)
     for i in range(n):
         img = _as_float_rgb(images[i])
-        pred = int(probs[i].argmax())
-        title = f"{_class_name(classes, pred)} {probs[i, pred]:.0%}"
-        color = "black"
-        if true is not None:
-            title += f"\n(true: {_class_name(classes, int(true[i]))})"
-            color = "black" if int(true[i]) == pred else "crimson"
-        if targets[i] != pred:
-            title += f"\nexplains: {_class_name(classes, targets[i])}"
         _show(axes[i, 0], img)
-        _row_label(axes[i, 0], title, color)
+        _row_label(axes[i, 0], *_grid_row_label(classes, probs[i], targets[i],
+                                                None if true is None else true[i]))
         for j, name in enumerate(layers):
-            cam = _numpy(result.maps[name][i])
+            cam = scaled[name][0][i]
             col = 1 + per_layer * j
             if heatmaps:
                 _show(axes[i, col], heatmap(_as_map(cam, img.shape[:2])),
                       f"{name}\nheatmap" if i == 0 else None)
             _show(axes[i, col + per_layer - 1], overlay(img, cam, alpha),
                   f"{name}\noverlay" if i == 0 else None)
+    if colorbar:
+        _grid_colorbars(fig, axes, layers, scaled, scale, per_layer)
     explained = ("predicted class" if (targets[:n] == probs[:n].argmax(1)).all()
                  else "explained class")
     fig.suptitle(f"{_method_label(result)}: {explained} and where it looked", fontsize=SUPTITLE)
     return fig
 
 
+def _grid_colorbars(fig, axes, layers, scaled, scale: str, per_layer: int) -> None:
+    """One colour bar under every CAM column (per image), or one per layer (shared)."""
+    if scale == "per-image":
+        cam_colorbar(fig, axes[:, 1:], "per-image")
+        return
+    for j, name in enumerate(layers):
+        cols = axes[:, 1 + per_layer * j: 1 + per_layer * (j + 1)]
+        cam_colorbar(fig, cols, "shared", vmax=scaled[name][1],
+                     label=f"{name}: CAM value,\nshared; 0 = none")
+
+
 def gradcam_report(photo, image32, result, index: int = 0,
                    layers: Sequence[str] | str | None = None,
                    classes: Sequence[str] = CLASSES, *,
                    crop_box: tuple[int, int, int] | None = None, name: str = "",
-                   top_k: int = 3, alpha: float = 0.5) -> Figure:
+                   top_k: int = 3, alpha: float = 0.5, scale: str = "per-image") -> Figure:
     """One photo explained (what ``python -m s9lib gradcam`` writes).
 
     Left: the photo with the centre crop the model saw outlined (``crop_box`` = ``(top,
     left, side)``, see ``s9lib.data.photos.center_crop_box``). Then the 32x32 model input above
     the top-``top_k`` probabilities, then per layer the heatmap (top) and overlay (bottom).
+    ``scale="per-image"``: each map min-max scaled, one colour bar for all; ``"shared"``: each
+    layer drawn from 0 (no evidence) to its largest raw value, one colour bar per layer.
     """
     layers = _layers_of(result, layers)
+    _check_scale(scale)
     probs = result.probs[index].detach().cpu().numpy()
     pred = int(probs.argmax())
     target = int(_numpy(result.targets)[index])
     photo_f = _as_float_rgb(photo)
     # the photo spans both rows: give a landscape photo the width to use that height
     photo_ratio = float(np.clip(1.9 * photo_f.shape[1] / photo_f.shape[0], 1.3, 2.6))
-    fig = Figure(figsize=(MAX_WIDTH, 5.4), layout="constrained")
+    fig = Figure(figsize=(MAX_WIDTH, 6.2), layout="constrained")
     grid = fig.add_gridspec(2, 2 + len(layers), width_ratios=[photo_ratio, 1.1] + [1] * len(layers))
     _photo_panel(fig.add_subplot(grid[:, 0]), photo_f, crop_box)
     img = _as_float_rgb(image32)
     _show(fig.add_subplot(grid[0, 1]), img, f"model input {img.shape[1]}x{img.shape[0]}")
     _top_k_bars(fig.add_subplot(grid[1, 1]), probs, pred, classes, top_k)
+    cam_axes = []
     for j, layer in enumerate(layers):
-        cam = _numpy(result.maps[layer][index])
+        cam, vmax = _scaled_maps(_OneImage(result, layer, index), layer, 1, scale)
         # an all-zero map is a finding (no positive evidence here), not a blank plot
-        empty = "\n(all zero)" if not np.any(cam > 0) else ""
-        _show(fig.add_subplot(grid[0, 2 + j]), heatmap(_as_map(cam, img.shape[:2])),
-              f"{layer} heatmap{empty}")
-        _show(fig.add_subplot(grid[1, 2 + j]), overlay(img, cam, alpha), f"{layer} overlay")
+        empty = "\n(all zero)" if not np.any(_numpy(result.raw[layer][index]) > 0) else ""
+        pair = (fig.add_subplot(grid[0, 2 + j]), fig.add_subplot(grid[1, 2 + j]))
+        _show(pair[0], heatmap(_as_map(cam[0], img.shape[:2])), f"{layer} heatmap{empty}")
+        _show(pair[1], overlay(img, cam[0], alpha), f"{layer} overlay")
+        cam_axes.append(pair)
+        if scale == "shared":
+            cam_colorbar(fig, pair, "shared", vmax=vmax, label=f"{layer}: CAM value\n0 = none")
+    if scale == "per-image":
+        cam_colorbar(fig, cam_axes, "per-image", shrink=0.95)
     what = f"explains '{_class_name(classes, target)}'" if target != pred else "explains it"
     head = f"{name}: " if name else ""
     fig.suptitle(f"{head}predicted {_class_name(classes, pred)} ({probs[pred]:.1%}); "
                  f"{_method_label(result)} {what}", fontsize=SUPTITLE)
     return fig
+
+
+class _OneImage:
+    """The maps of one image of a ``CamResult`` (what :func:`_scaled_maps` reads)."""
+
+    def __init__(self, result, layer: str, index: int):
+        self.maps = {layer: _numpy(result.maps[layer])[index:index + 1]}
+        self.raw = {layer: _numpy(result.raw[layer])[index:index + 1]}
+
+
+def cam_scales(images, result, layer: str = "layer4", classes: Sequence[str] = CLASSES, *,
+               max_images: int = 8, alpha: float = 0.5, cell: float = 1.4) -> Figure:
+    """One layer's maps drawn twice, to show what a colour means: min-max scaled per image
+    (middle row) and on one shared scale (bottom row), each row with its colour bar.
+
+    Top row: the images, titled with the explained class. Middle: ``result.maps``, as the
+    other figures draw them by default; the note in each panel is the weakest cell's share of
+    the strongest (``raw.min() / raw.max()``), the evidence that dark blue stands for there.
+    Bottom: :func:`shared_maps`, where dark blue is zero evidence and equal values have equal
+    colours in every image; the note is the map's largest value, in raw CAM units.
+    """
+    _layers_of(result, [layer])
+    n = min(len(images), max_images)
+    per_image = _numpy(result.maps[layer])[:n]
+    shared, vmax = shared_maps(result, layer, n)
+    raw = _numpy(result.raw[layer])[:n].reshape(n, -1).astype(np.float64)
+    targets = _numpy(result.targets).astype(int)
+    fig = _figure(n, 3, cell, extra_height=2.2, label_width=1.6)
+    axes = fig.subplots(3, n, squeeze=False)
+    for i in range(n):
+        img = _as_float_rgb(images[i])
+        lo, hi = float(raw[i].min()), float(raw[i].max())
+        _show(axes[0, i], img, _class_name(classes, int(targets[i])))
+        _show(axes[1, i], overlay(img, per_image[i], alpha))
+        _show(axes[2, i], overlay(img, shared[i], alpha))
+        _note(axes[1, i], f"blue={lo / hi:.0%}" if hi > 0 else "all zero")
+        _note(axes[2, i], f"max {hi:.2g}")
+    for r, text in enumerate(["image", "per image\n(min-max)", "shared\n(0 to max)"]):
+        _row_label(axes[r, 0], text)
+    cam_colorbar(fig, axes[1], "per-image", shrink=0.7)
+    cam_colorbar(fig, axes[2], "shared", vmax=vmax, shrink=0.7,
+                 label=f"{layer}: CAM value ReLU(Σ α·A), one scale for all images: "
+                       "0 (dark blue) = no evidence")
+    fig.suptitle(f"{_method_label(result)} at {layer}: the same maps on two scales",
+                 fontsize=SUPTITLE)
+    return fig
+
+
+def _note(ax, text: str, color: str = "black") -> None:
+    """A short text inside a panel's bottom edge (it cannot be read as the next row's)."""
+    ax.text(0.5, 0.03, text, transform=ax.transAxes, ha="center", va="bottom",
+            fontsize=LABEL - 1, color=color, bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1.5))
 
 
 def _photo_panel(ax, photo: np.ndarray, crop_box: tuple[int, int, int] | None) -> None:
@@ -276,12 +461,13 @@ def _top_k_bars(ax, probs: np.ndarray, pred: int, classes: Sequence[str], top_k:
 def misclassified_gallery(images, true: Sequence[int], pred: Sequence[int],
                           confidence: Sequence[float], classes: Sequence[str] = CLASSES,
                           cams=None, *, ncols: int = 6, max_items: int = 24,
-                          alpha: float = 0.5) -> Figure:
+                          alpha: float = 0.5, colorbar: bool = True) -> Figure:
     """The mistakes: each tile titled with the true class and the (wrong) prediction.
 
     Pass the images of ``s9lib.inference.misclassified(...)`` (most confident first). With
     ``cams`` ((N, H, W) maps, e.g. ``result.maps['layer3']`` for the predicted class), each
-    mistake gets a second tile: the overlay showing what the wrong prediction looked at.
+    mistake gets a second tile: the overlay showing what the wrong prediction looked at, and
+    the figure a colour bar for maps min-max scaled per image (what ``result.maps`` holds).
     """
     n = min(len(images), max_items)
     if n == 0:
@@ -296,7 +482,8 @@ def misclassified_gallery(images, true: Sequence[int], pred: Sequence[int],
     items_per_row = max(1, min(ncols, n))
     nrows = -(-n // items_per_row)
     width = items_per_row * per_item
-    fig = _figure(width, nrows, 1.9, extra_height=0.5 * nrows)
+    bar = cams is not None and colorbar
+    fig = _figure(width, nrows, 1.9, extra_height=0.5 * nrows + (0.9 if bar else 0))
     grid = fig.add_gridspec(nrows, width)
     for k in range(n):
         r, c = divmod(k, items_per_row)
@@ -307,6 +494,8 @@ def misclassified_gallery(images, true: Sequence[int], pred: Sequence[int],
         if cams is not None:
             _show(fig.add_subplot(grid[r, c * per_item + 1]), overlay(img, cams[k], alpha),
                   f"why\n{_class_name(classes, int(pred[k]))}?")
+    if bar:
+        cam_colorbar(fig, fig.axes, "per-image")
     fig.suptitle(f"{n} misclassified images, most confident first", fontsize=SUPTITLE)
     return fig
 
@@ -429,19 +618,8 @@ def per_class_bars(acc, classes: Sequence[str] = CLASSES, *,
 # --------------------------------------------------------------------------- grids
 
 
-def panel_rows(rows, row_labels: Sequence[str] | None = None,
-               col_titles: Sequence[str] | None = None, *,
-               row_colors: Sequence[str] | None = None, notes=None, cell: float = 1.6,
-               suptitle: str | None = None) -> Figure:
-    """Rows of images that belong together: ``rows[r][c]``, uint8 or float [0, 1] (H, W, 3).
-
-    The book's layout for "one image per row, several views of it": each row's label sits
-    left of its first panel (``row_colors`` to mark, say, a wrong prediction in red), and
-    column titles only above the first row, so no caption can be read as belonging to the
-    neighbouring row. ``notes[r][c]``: a short text per panel (a score), drawn *inside* the
-    panel's bottom edge for the same reason; ``None`` or ``""`` for none, or a
-    ``(text, colour)`` pair. Panels are drawn with nearest upsampling.
-    """
+def _check_panel_rows(rows, row_labels, col_titles, row_colors, notes) -> tuple[int, int]:
+    """``(rows, columns)`` of a ``panel_rows`` call, after checking that everything fits."""
     n_rows = len(rows)
     if n_rows == 0 or any(len(r) != len(rows[0]) for r in rows):
         raise ValueError("panel_rows needs at least one row, and rows of equal length.")
@@ -453,9 +631,36 @@ def panel_rows(rows, row_labels: Sequence[str] | None = None,
         raise ValueError(f"notes must be {n_rows} rows of {n_cols}, like the images.")
     if col_titles is not None and len(col_titles) != n_cols:
         raise ValueError(f"{len(col_titles)} col_titles for {n_cols} columns.")
+    return n_rows, n_cols
+
+
+def panel_rows(rows, row_labels: Sequence[str] | None = None,
+               col_titles: Sequence[str] | None = None, *,
+               row_colors: Sequence[str] | None = None, notes=None, cell: float = 1.6,
+               suptitle: str | None = None, colorbar: str | None = None,
+               cam_max: float | None = None, colorbar_label: str | None = None) -> Figure:
+    """Rows of images that belong together: ``rows[r][c]``, uint8 or float [0, 1] (H, W, 3).
+
+    The book's layout for "one image per row, several views of it": each row's label sits
+    left of its first panel (``row_colors`` to mark, say, a wrong prediction in red), and
+    column titles only above the first row, so no caption can be read as belonging to the
+    neighbouring row. ``notes[r][c]``: a short text per panel (a score), drawn *inside* the
+    panel's bottom edge for the same reason; ``None`` or ``""`` for none, or a
+    ``(text, colour)`` pair. Panels are drawn with nearest upsampling.
+
+    Panels that hold CAM overlays need a colour bar: ``colorbar="per-image"`` for maps
+    min-max scaled per image (``CamResult.maps``), ``colorbar="shared"`` with ``cam_max`` (the
+    value drawn dark red) for maps on one scale (:func:`shared_maps`); ``colorbar_label``
+    replaces the default label. Default ``None``: no bar, for rows of plain images.
+    """
+    n_rows, n_cols = _check_panel_rows(rows, row_labels, col_titles, row_colors, notes)
+    if colorbar is not None and _check_scale(colorbar, "colorbar") == "shared" and cam_max is None:
+        raise ValueError("colorbar='shared' needs cam_max, the CAM value drawn dark red "
+                         "(shared_maps() returns it).")
     labelled = row_labels is not None
     fig = _figure(n_cols, n_rows, cell, label_width=1.6 if labelled else 0.0,
-                  extra_height=(0.5 if col_titles else 0) + (0.4 if suptitle else 0))
+                  extra_height=(0.5 if col_titles else 0) + (0.4 if suptitle else 0)
+                  + (0.9 if colorbar else 0))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
@@ -463,12 +668,11 @@ def panel_rows(rows, row_labels: Sequence[str] | None = None,
                   col_titles[c] if (col_titles is not None and r == 0) else None)
             note = notes[r][c] if notes is not None else None
             if note:
-                text, color = note if isinstance(note, tuple) else (note, "black")
-                axes[r, c].text(0.5, 0.03, text, transform=axes[r, c].transAxes, ha="center",
-                                va="bottom", fontsize=LABEL - 1, color=color,
-                                bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1.5))
+                _note(axes[r, c], *(note if isinstance(note, tuple) else (note,)))
         if labelled:
             _row_label(axes[r, 0], row_labels[r], row_colors[r] if row_colors else "black")
+    if colorbar is not None:
+        cam_colorbar(fig, axes, colorbar, vmax=cam_max, label=colorbar_label)
     if suptitle:
         fig.suptitle(suptitle, fontsize=SUPTITLE)
     return fig
