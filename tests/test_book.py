@@ -200,6 +200,64 @@ def test_chapter_has_stored_outputs_from_a_full_run(path: Path):
             assert any(m["model_name"] == "LinkModel" for m in state.values())
 
 
+# --------------------------------------------------------------------------- citations
+
+BIB = BOOK / "references.bib"
+#: A MyST citation role, {cite:t}`key` or {cite:p}`key1,key2` (any sphinxcontrib-bibtex role).
+CITE_ROLE = re.compile(r"\{cite(?::\w+)?\}`([^`]*)`")
+#: What an uncited author-year mention looks like: "Selvaraju et al.", "Draelos & Carin, 2020".
+AUTHOR_YEAR = re.compile(r"\bet al\b|\b[A-Z][\w'-]+ (?:&|and) [A-Z][\w'-]+,? \(?(?:19|20)\d\d\b")
+
+
+def _book_markdown() -> dict[str, str]:
+    """The markdown of every page in book/: the markdown cells of each notebook, each .md file."""
+    texts = {p.name: p.read_text(encoding="utf-8") for p in sorted(BOOK.glob("*.md"))}
+    for path in sorted(BOOK.glob("*.ipynb")):
+        texts[path.name] = "\n\n".join(c.source for c in _read(path).cells
+                                       if c.cell_type == "markdown")
+    return texts
+
+
+def _bib_entries() -> dict:
+    from pybtex.database import parse_file  # installed with sphinxcontrib-bibtex (jupyter-book)
+
+    return dict(parse_file(str(BIB), bib_format="bibtex").entries)
+
+
+def test_every_citation_is_in_the_bibliography():
+    entries = {key.lower() for key in _bib_entries()}
+    missing = {name: sorted({k.strip() for keys in CITE_ROLE.findall(text)
+                             for k in keys.split(",")} - entries)
+               for name, text in _book_markdown().items()}
+    missing = {name: keys for name, keys in missing.items() if keys}
+    assert not missing, f"cited but not in book/references.bib: {missing}"
+
+
+def test_every_bibliography_entry_links_and_is_cited():
+    entries = _bib_entries()
+    unlinked = [key for key, entry in entries.items()
+                if not ({"doi", "url"} & {f.lower() for f in entry.fields})]
+    assert not unlinked, f"entries without a doi or url: {unlinked}"
+    bad_keys = [key for key in entries if not re.fullmatch(r"[a-z]+\d{4}[a-z]?", key)]
+    assert not bad_keys, f"keys are lastnameYEAR, lowercase (a letter on a clash): {bad_keys}"
+    cited = {k.strip() for text in _book_markdown().values()
+             for keys in CITE_ROLE.findall(text) for k in keys.split(",")}
+    assert sorted(set(entries) - cited) == [], "entries in references.bib that no page cites"
+
+
+def test_papers_are_cited_not_just_named():
+    # "Selvaraju et al. (2017)" in prose is a citation without a link; write
+    # {cite:t}`selvaraju2017` (or {cite:p}) so it links to the bibliography.
+    code_or_math = re.compile(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$\n]+\$", re.S)
+    found = {}
+    for name, text in _book_markdown().items():
+        prose = code_or_math.sub("", CITE_ROLE.sub("", text))
+        hits = [prose[max(0, m.start() - 30):m.end() + 10] for m in AUTHOR_YEAR.finditer(prose)]
+        if hits:
+            found[name] = hits
+    assert not found, f"author-year mentions without a {{cite}} role: {found}"
+
+
 # --------------------------------------------------------------------------- (b) build
 
 
