@@ -373,3 +373,17 @@ def test_a_fork_changes_one_line_and_the_bootstrap_cells_follow(tmp_path):
         assert fork in _code_cells(after)[0].source and REPOSITORY_URL not in _code_cells(after)[0].source
         assert [c.get("outputs") for c in _code_cells(after)[1:]] == [
             c.get("outputs") for c in _code_cells(before)[1:]]
+
+
+def test_instructor_page_reading_times_match_the_chapters():
+    # The page's reading-time column is s9lib's rule applied to the stored chapters, and
+    # every chapter has a row: a chapter edited or added without updating the page fails.
+    from s9lib.show.book import reading_minutes
+
+    page = (BOOK / "instructors.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| \[[^\]]+\]\(([\w]+)\.ipynb\) \| (\d+) \|", page, re.M))
+    assert set(rows) == {p.stem for p in CHAPTERS}, "instructors.md must list every chapter"
+    for path in CHAPTERS:
+        assert int(rows[path.stem]) == reading_minutes(path), (
+            f"instructors.md says {rows[path.stem]} min for {path.stem}; "
+            f"reading_minutes gives {reading_minutes(path)}")

@@ -35,6 +35,7 @@ __all__ = [
     "BOOTSTRAP_CELL",
     "BOOK_DIR",
     "chapters",
+    "reading_minutes",
     "run_info",
     "execute_chapter",
     "main",
@@ -131,6 +132,30 @@ def chapters(book_dir: str | os.PathLike = BOOK_DIR) -> list[Path]:
     return out
 
 
+WORDS_PER_MINUTE = 200  # a technical text read with care; the instructor page's rule
+
+
+def reading_minutes(path: str | os.PathLike) -> int:
+    """Minutes to read a chapter: its prose words at 200 a minute plus one minute per figure.
+
+    Why a function: the instructor page (``book/instructors.md``) quotes these figures, and
+    ``tests/test_book.py`` recomputes them, so the page stays true when a chapter changes.
+    Prose is the markdown cells without fenced code; a figure is a stored PNG or widget output.
+    """
+    import json
+
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    words = figures = 0
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            text = re.sub(r"```.*?```", "", "".join(cell["source"]), flags=re.S)
+            words += len(text.split())
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            figures += "image/png" in data or "application/vnd.jupyter.widget-view+json" in data
+    return round(words / WORDS_PER_MINUTE + figures)
+
+
 def run_info(data=None) -> str:
     """A few lines saying where a chapter's numbers come from: mode, device, data, software.
 
@@ -216,6 +241,12 @@ def execute_chapter(path: str | os.PathLike, fast: bool, *, timeout: int = 3600,
     nb.metadata.pop("papermill", None)
     nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python",
                               "name": "python3"}
+    # Widgets the kernel created but no cell displays (a library's progress bar, say) are
+    # not part of the page: storing their state would make the static site load the widget
+    # manager for nothing, and the book test requires state only where a widget is shown.
+    if not any("application/vnd.jupyter.widget-view+json" in output.get("data", {})
+               for cell in nb.cells for output in cell.get("outputs", [])):
+        nb.metadata.pop("widgets", None)
     if write:
         write_notebook(nb, path)
     return nb
