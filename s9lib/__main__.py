@@ -62,6 +62,10 @@ def _train(parser: argparse.ArgumentParser):
                         help="folder for checkpoint.pt and history.json [default: runs/latest]")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--init", default=None, metavar="CHECKPOINT",
+                        help="start from the weights of a trained model (a run's checkpoint.pt "
+                        "or folder, or a weights file) with a fresh optimizer and schedule "
+                        "[default: random weights]")
     parser.add_argument("--force", action="store_true",
                         help="start afresh in an --out that already holds a run, replacing it")
     parser.add_argument("--workers", type=int, default=None,
@@ -97,7 +101,7 @@ def _run_train(args) -> int:
                                    ("sync_bn", args.sync_bn or None)) if v is not None}
     history = train(get_recipe(args.recipe, **overrides), args.out, data=args.data,
                     epochs=args.epochs, resume=args.resume, force=args.force,
-                    device=args.device, num_workers=args.workers)
+                    device=args.device, num_workers=args.workers, init=args.init)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for the job
         return 0
     last = history.epochs[-1]

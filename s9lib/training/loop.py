@@ -162,7 +162,8 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "course", *,
         epochs: int | None = None, out: str | os.PathLike | None = None, resume: bool = False,
         device: torch.device | str | None = None, num_workers: int | None = None,
         progress: bool = True,
-        on_epoch_end: Callable[[History], None] | None = None) -> History:
+        on_epoch_end: Callable[[History], None] | None = None,
+        info: dict | None = None) -> History:
     """Train ``model`` on ``data.train`` with ``recipe``, evaluating on ``data.test`` each epoch.
 
     The forward pass runs under the autocast dtype of ``runtime.amp_dtype`` (``recipe.amp``;
@@ -172,7 +173,8 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "course", *,
     continues from ``out/checkpoint.pt`` when it exists (same recipe and data required).
     While it runs, ``out/.lock`` keeps a second training out of the folder (a killed run's
     lock is taken over) and the temporary files of a killed checkpoint write are deleted.
-    ``on_epoch_end`` is called with the history after each epoch (for live plots). Sets
+    ``on_epoch_end`` is called with the history after each epoch (for live plots); ``info``
+    adds entries to ``history.info`` (``train --init`` records the weights it started from). Sets
     the model's input statistics (its buffers) to the recipe's, so every inference path
     normalises as trained and the checkpoint records it.
     Started by ``torchrun``, it trains distributed (module docstring); ``model`` itself is
@@ -190,6 +192,7 @@ def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "course", *,
     try:
         run = _Run(r, epochs, dev, job, prepare_model(model, dev), data, num_workers)
         history = _new_history(r, data, dev, epochs, run.dtype, job)
+        history.info.update(info or {})
         if resume:
             history = _resume(Path(out), r, epochs, run, data) or history
         for epoch in range(len(history), epochs):
@@ -304,7 +307,7 @@ def _evaluate(model: nn.Module, split: Split, r: Recipe, dev: torch.device,
 def _new_history(r: Recipe, data: Cifar10, dev: torch.device, epochs: int,
                  dtype: torch.dtype | None, job) -> History:
     return History(recipe=r.to_dict(), device=_describe(dev),
-                   info={"data": _portable(data.source), "fast": data.is_fast,
+                   info={"data": portable_path(data.source), "fast": data.is_fast,
                          "data_sha256": data.fingerprint(), "classes": list(data.classes),
                          "train_images": len(data.train),
                          "test_images": len(data.test), "epochs_planned": epochs,
@@ -314,7 +317,7 @@ def _new_history(r: Recipe, data: Cifar10, dev: torch.device, epochs: int,
                          "backend": job.backend if job else None})
 
 
-def _portable(source: str) -> str:
+def portable_path(source: str) -> str:
     """``source`` as a history records it, for people: a local path relative to the working
     directory (``../shared/data/...`` from a checkout), so a committed history names no one's
     machine. ``--resume`` compares the data by content (``data_sha256``), not by this path."""

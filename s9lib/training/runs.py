@@ -10,16 +10,17 @@ other refuses in one sentence.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-from ..checkpoints import CHECKPOINT
+from ..checkpoints import CHECKPOINT, checkpoint_file, load
 from ..data.cifar import load_cifar10
 from ..files import FolderLock, check_writable_folder, remove_stale_temps
 from ..models import ResNet18
 from ..runtime import seed_everything
 from .history import HISTORY, History
-from .loop import fit
+from .loop import fit, portable_path
 from .recipes import Recipe
 
 __all__ = ["claim", "check_run_folder", "describe_run", "train"]
@@ -81,17 +82,41 @@ def describe_run(out: Path, found: list[str]) -> str:
 def train(recipe: Recipe, out: str | os.PathLike, *, data: str | os.PathLike | None = None,
           epochs: int | None = None, resume: bool = False, force: bool = False,
           device: str | None = None, num_workers: int | None = None,
-          progress: bool = True) -> History:
+          progress: bool = True, init: str | os.PathLike | None = None) -> History:
     """What ``python -m s9lib train`` does: :func:`claim` ``out`` (lock, then check), load
     the data (``data``: any source ``load_cifar10`` takes), seed, and :func:`fit` a fresh
-    ``ResNet18`` there (or continue the run in it, ``resume``); returns the history."""
+    ``ResNet18`` there (or continue the run in it, ``resume``); returns the history.
+
+    ``init``: start from the weights of a trained model (a run's checkpoint or a weights
+    file, anything ``--checkpoint`` takes) instead of random ones, with a fresh optimizer
+    and schedule: a second training cycle. The history records the file and its sha256.
+    """
+    if init is not None:  # a wrong path fails here, before the data are loaded
+        checkpoint_file(init, alternative="pass a weights file")
     lock = claim(out, resume=resume, force=force)
     try:
         cifar = load_cifar10(data)
         seed_everything(recipe.seed)
         model = ResNet18(num_classes=len(cifar.classes))
+        info = None
+        if init is not None:
+            info = {"init": initialize_from(model, init)}
         return fit(model, cifar, recipe, epochs=epochs, out=out, resume=resume, device=device,
-                   num_workers=num_workers, progress=progress)
+                   num_workers=num_workers, progress=progress, info=info)
     finally:
         if lock is not None:
             lock.release()
+
+
+def initialize_from(model: ResNet18, source: str | os.PathLike) -> dict:
+    """Copy the weights of ``source`` (a run's checkpoint or folder, or a weights file) into
+    ``model``; return what a history records of it: the file (as a portable path) and its
+    sha256, so a continued run names exactly what it continued."""
+    path = checkpoint_file(source, alternative="pass a weights file")
+    trained = load(path)
+    if trained.linear.out_features != model.linear.out_features:
+        raise ValueError(f"{path} predicts {trained.linear.out_features} classes; the data has "
+                         f"{model.linear.out_features}.")
+    model.load_state_dict(trained.state_dict())
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"file": portable_path(str(path)), "sha256": digest}
