@@ -327,6 +327,8 @@ def weights_blob(checkpoint: str | os.PathLike, **meta) -> dict:
         "test_acc_checkpoint": (history["epochs"][-1]["test_acc"]
                                 if history.get("epochs") else None),
     }
+    if (history.get("info") or {}).get("init"):  # a second cycle (train --init): its start
+        info["init"] = history["info"]["init"]
     info.update(meta)
     return {"state_dict": sd, "meta": info}
 

@@ -1,5 +1,7 @@
-import pytest
+import hashlib
 import json
+
+import pytest
 import os
 import subprocess
 import sys
@@ -40,11 +42,27 @@ def test_train_amp_flag_is_recorded_and_the_old_recipe_name_still_works(tmp_path
     assert proc.returncode == 2 and "--amp" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_train_init_continues_from_the_shipped_weights_and_records_them(tmp_path):
+    weights = REPO / "s9lib" / "weights" / "resnet18_cifar10.pt"
+    out = tmp_path / "run"
+    proc = _run("train", "--recipe", "cpu-continue", "--init", str(weights), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    history = json.loads((out / "history.json").read_text())
+    init = history["info"]["init"]
+    assert init["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert init["file"].endswith("resnet18_cifar10.pt")
+    # a trained start: its first FAST epoch is far above what random weights reach (~0.2)
+    assert history["epochs"][0]["train_acc"] > 0.7, history["epochs"][0]
+    proc = _run("train", "--init", str(tmp_path / "nowhere.pt"), "--out", str(tmp_path / "b"))
+    assert proc.returncode == 2 and "nowhere.pt" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "b").exists()
+
+
 def test_help_documents_every_flag():
     proc = _run("train", "--help")
     assert proc.returncode == 0
     for flag in ("--recipe", "--epochs", "--data", "--out", "--resume", "--device", "--workers",
-                 "--seed", "--amp", "--fast"):
+                 "--seed", "--amp", "--fast", "--init"):
         assert flag in proc.stdout
     assert "course (60 epochs" in proc.stdout and "fast (" in proc.stdout
 

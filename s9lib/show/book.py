@@ -156,6 +156,24 @@ def reading_minutes(path: str | os.PathLike) -> int:
     return round(words / WORDS_PER_MINUTE + figures)
 
 
+def model_info(meta: dict) -> str:
+    """One line on a model's provenance for a chapter's header, from its weights' ``meta``:
+    the recipe and epochs it was trained with, on what, and its measured test accuracy.
+
+    A second training cycle (``train --init``) names the run it continued, so "8 epochs" is
+    not read as the model's whole training.
+    """
+    text = f"model:    the {meta['recipe']['name']} recipe, {meta['epochs']} epochs"
+    start = meta.get("init")
+    if start:
+        text += f", continuing the run {Path(start['file']).parent.name}"
+    text += f", on {meta['device']}"
+    if meta.get("test_acc") is not None:
+        text += (f"; test accuracy {meta['test_acc']:.1%} ({meta.get('test_images', '?'):,} "
+                 f"images{', flip TTA' if meta.get('tta_flip') else ''})")
+    return text
+
+
 def run_info(data=None) -> str:
     """A few lines saying where a chapter's numbers come from: mode, device, data, software.
 
