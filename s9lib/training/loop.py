@@ -161,8 +161,7 @@ def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float) -> None:
 def fit(model: nn.Module, data: Cifar10, recipe: Recipe | str = "course", *,
         epochs: int | None = None, out: str | os.PathLike | None = None, resume: bool = False,
         device: torch.device | str | None = None, num_workers: int | None = None,
-        progress: bool = True,
-        on_epoch_end: Callable[[History], None] | None = None,
+        progress: bool = True, on_epoch_end: Callable[[History], None] | None = None,
         info: dict | None = None) -> History:
     """Train ``model`` on ``data.train`` with ``recipe``, evaluating on ``data.test`` each epoch.
 
