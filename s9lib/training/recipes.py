@@ -115,17 +115,13 @@ RECIPES: dict[str, Recipe] = {
                   weight_decay=5e-4, nesterov=True, schedule="onecycle", pct_start=0.25,
                   label_smoothing=0.1, augment="standard", data_path="device",
                   device_augment=("crop", "flip", "cutout"), cutout=8, tta_flip=True),
-    # A second one-cycle for a model that has already been trained (``train --init CKPT``):
-    # the cpu recipe at half its peak lr, so the restart reshuffles the weights less than a
-    # fresh start would, for 8 epochs (71 minutes of a 2-core EPYC in bf16). Twelve epochs
-    # from scratch left the cpu recipe at 89 % and still rising (runs/cpu-bf16-12ep); 8 more
-    # epochs on the fast run's 14 reached 90.2 % (runs/cpu-continue-8ep, the shipped model).
-    "cpu-continue": Recipe("cpu-continue", epochs=8, batch_size=128, optimizer="sgd", lr=0.05,
-                           weight_decay=5e-4, nesterov=True, schedule="onecycle",
-                           pct_start=0.25, label_smoothing=0.1, augment="standard",
-                           data_path="device", device_augment=("crop", "flip", "cutout"),
-                           cutout=8, tta_flip=True),
 }
+# A second one-cycle for a model that has already been trained (``train --init CKPT``): the
+# cpu recipe at half its peak lr, so the restart reshuffles the weights less than a fresh
+# start would, for 8 epochs (71 minutes of a 2-core EPYC in bf16). Twelve epochs from scratch
+# left the cpu recipe at 89 % and still rising (runs/cpu-bf16-12ep); 8 more epochs on the fast
+# run's 14 reached 90.2 % (runs/cpu-continue-8ep, the shipped model).
+RECIPES["cpu-continue"] = replace(RECIPES["cpu"], name="cpu-continue", epochs=8, lr=0.05)
 
 
 def get_recipe(name: str, **overrides) -> Recipe:
