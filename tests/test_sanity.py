@@ -14,7 +14,8 @@ from s9lib.checkpoints import pretrained
 from s9lib.data.inputs import preprocess
 from s9lib.evaluate.sanity import (CASCADE, SANITY_METHODS, SanityReport, Stat, cascade,
                                    cascading_randomization, independent,
-                                   independent_randomization, predicted_classes, randomization,
+                                   data_randomization, independent_randomization,
+                                   predicted_classes, randomization,
                                    randomize_, spearman, ssim)
 from s9lib.explain.cam import explain
 
@@ -188,3 +189,26 @@ def test_unknown_mode_method_or_stray_options_are_clear_errors(model, images):
     with pytest.raises(ValueError, match="not among the methods"):
         cascading_randomization(model, images[:2], methods=["gradcam"],
                                 options={"smoothgrad": {"samples": 2}})
+
+
+def test_data_randomization_is_one_when_both_models_are_the_same(model, images):
+    """Against itself every method's map is the same: Spearman and SSIM 1 (noise aside, which
+    draws afresh for the second model, as a map of pure noise would)."""
+    report = data_randomization(model, model, images, methods=["gradcam", "saliency", "edge"])
+    assert report.mode == "data" and report.steps == ["permuted labels"]
+    for m in ("gradcam", "saliency", "edge"):
+        assert report.spearman[m][0].mean == pytest.approx(1.0, abs=1e-6)
+        assert np.allclose(report.per_image[m]["ssim"], 1.0, atol=1e-6)
+        assert len(report.per_image[m]["spearman"]) == N
+
+
+def test_data_randomization_separates_a_model_from_an_untrained_one(model, images):
+    """An untrained ResNet18 stands in for a model that learned nothing about the labels:
+    GradCAM's maps change (Spearman well below 1), the edge control's cannot (exactly 1)."""
+    from helpers import random_model
+
+    other = random_model()
+    report = data_randomization(model, other, images, methods=["gradcam", "edge"])
+    assert report.spearman["edge"][0].mean == pytest.approx(1.0)
+    assert report.spearman["gradcam"][0].mean < 0.8
+    assert report.floor["gradcam"]["spearman"].n == N

@@ -51,8 +51,10 @@ Adebayo et al. used a truncated normal) and BatchNorm running statistics are res
 variance 1, as in a fresh model. Each stage uses its own seed (``seed + step``), drawn inside
 ``torch.random.fork_rng`` so the caller's random state is untouched. The model's input
 statistics (buffers of the model itself, not of a stage) are never randomised.
-The data-randomisation test of the same paper (retrain on permuted labels) needs a training run
-per model and is not here.
+The data-randomisation test of the same paper (:func:`data_randomization`) compares the maps of
+the trained model with those of a model trained on *permuted* labels (which learned nothing
+about the classes, only to memorise its training images): the training run is the caller's
+(``benchmarks/data_randomization.py`` makes one), the comparison is the same Spearman and SSIM.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ from ..explain.methods import explain_map, resolve_method
 
 __all__ = ["CASCADE", "MODES", "randomize_", "cascade", "independent", "spearman", "ssim",
            "Stat", "SanityReport", "randomization", "cascading_randomization",
-           "independent_randomization", "predicted_classes", "SANITY_METHODS"]
+           "independent_randomization", "data_randomization", "predicted_classes",
+           "SANITY_METHODS"]
 
 #: (step label, module names re-initialised at that step), from the logits down.
 CASCADE: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -215,7 +218,8 @@ class SanityReport:
     """Similarity of each method's maps to the trained model's, per randomisation step.
 
     ``mode``: which variant, ``"cascading"`` (``steps[i]`` and every step before it are
-    random) or ``"independent"`` (only ``steps[i]`` is random). ``spearman[method][i]`` /
+    random), ``"independent"`` (only ``steps[i]`` is random) or ``"data"`` (one step: a model
+    trained on permuted labels, :func:`data_randomization`). ``spearman[method][i]`` /
     ``ssim[method][i]``: a :class:`Stat` after ``steps[i]``. ``floor[method]``:
     {"spearman": Stat, "ssim": Stat} between maps of different images of the trained model
     (how alike unrelated maps already are). ``layer``: the CAMs' layer (and Guided GradCAM's).
@@ -229,6 +233,9 @@ class SanityReport:
     ssim: dict[str, list[Stat]]
     floor: dict[str, dict[str, Stat]] = field(default_factory=dict)
     mode: str = "cascading"
+    #: data randomisation only: {method: {"spearman", "ssim", "floor_spearman", "floor_ssim":
+    #: [one value per image]}}, for paired comparisons (``s9lib.evaluate.stats``)
+    per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -346,3 +353,35 @@ def independent_randomization(model: nn.Module, images: torch.Tensor, layer: str
     ``mode="independent"`` (one stage re-initialised at a time, the others trained)."""
     return randomization(model, images, layer, methods, targets, seed, batch_size, steps,
                          mode="independent", options=options)
+
+
+def data_randomization(model: nn.Module, permuted: nn.Module, images: torch.Tensor,
+                       layer: str = "layer4", methods: Sequence[str] = SANITY_METHODS,
+                       targets=None, seed: int = 0, batch_size: int = 100, *,
+                       options: dict[str, dict] | None = None) -> SanityReport:
+    """Adebayo et al.'s data-randomisation test: each method's maps on ``model`` against its
+    maps on ``permuted`` (the same architecture trained on permuted labels), for the same
+    images and classes (default: ``model``'s predictions), as one step ``"permuted labels"``.
+
+    A method that draws nearly the same map for both explains the image, not what the model
+    learned from its labels. The report also keeps every image's values (``per_image``).
+    """
+    methods = _resolve_methods(methods, options)
+    if len(images) < 2:
+        raise ValueError("Need at least 2 images (standard errors and the floor need pairs).")
+    if targets is None:
+        targets = predicted_classes(model, images, batch_size)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    trained = _maps(model, images, layer, methods, targets, batch_size, options, seed, 0)
+    other = _maps(permuted, images, layer, methods, targets, batch_size, options, seed, 1)
+    rho = {m: spearman(trained[m], other[m]) for m in methods}
+    sim = {m: ssim(trained[m], other[m]) for m in methods}
+    base = {m: spearman(trained[m], trained[m].roll(1, 0)) for m in methods}
+    base_ssim = {m: ssim(trained[m], trained[m].roll(1, 0)) for m in methods}
+    floor = {m: {"spearman": Stat.of(base[m]), "ssim": Stat.of(base_ssim[m])} for m in methods}
+    per_image = {m: {"spearman": rho[m].tolist(), "ssim": sim[m].tolist(),
+                     "floor_spearman": base[m].tolist(), "floor_ssim": base_ssim[m].tolist()}
+                 for m in methods}
+    return SanityReport(layer, len(images), seed, ["permuted labels"],
+                        {m: [Stat.of(rho[m])] for m in methods},
+                        {m: [Stat.of(sim[m])] for m in methods}, floor, "data", per_image)
