@@ -133,7 +133,9 @@ def test_cascading_results_for_the_cams_are_unchanged(model, images):
     new = cascading_randomization(model, images[:4], "layer4", seed=2, batch_size=3)
     old = _old_cascading(model, images[:4], "layer4", SANITY_METHODS, seed=2, batch_size=3)
     assert new.mode == "cascading" and list(new.spearman) == list(SANITY_METHODS)
-    np.testing.assert_equal(new.to_dict(), {**old.to_dict(), "mode": "cascading"})  # NaN == NaN
+    # the old report had no per-image values; every figure it had is unchanged (NaN == NaN)
+    np.testing.assert_equal({**new.to_dict(), "per_image": {}},
+                            {**old.to_dict(), "mode": "cascading"})
 
 
 def test_independent_randomises_one_stage_and_keeps_the_others_trained(model):
@@ -198,8 +200,8 @@ def test_data_randomization_is_one_when_both_models_are_the_same(model, images):
     assert report.mode == "data" and report.steps == ["permuted labels"]
     for m in ("gradcam", "saliency", "edge"):
         assert report.spearman[m][0].mean == pytest.approx(1.0, abs=1e-6)
-        assert np.allclose(report.per_image[m]["ssim"], 1.0, atol=1e-6)
-        assert len(report.per_image[m]["spearman"]) == N
+        assert np.allclose(report.per_image[m]["ssim"][0], 1.0, atol=1e-6)
+        assert len(report.per_image[m]["spearman"][0]) == N
 
 
 def test_data_randomization_separates_a_model_from_an_untrained_one(model, images):
@@ -212,3 +214,16 @@ def test_data_randomization_separates_a_model_from_an_untrained_one(model, image
     assert report.spearman["edge"][0].mean == pytest.approx(1.0)
     assert report.spearman["gradcam"][0].mean < 0.8
     assert report.floor["gradcam"]["spearman"].n == N
+
+
+def test_the_report_keeps_every_images_values_and_its_means_come_from_them(model, images):
+    """Paired comparisons (a step against the floor, image by image) need every image's value;
+    each step's Stat is their mean over the images where it is defined."""
+    report = cascading_randomization(model, images, methods=["gradcam", "saliency"])
+    for m in ("gradcam", "saliency"):
+        values = report.per_image[m]["spearman"]
+        assert len(values) == len(report.steps) and all(len(v) == N for v in values)
+        for stat, v in zip(report.spearman[m], values):
+            assert stat.mean == pytest.approx(np.nanmean(v))
+        assert report.floor[m]["ssim"].mean == pytest.approx(np.nanmean(
+            report.per_image[m]["floor_ssim"]))

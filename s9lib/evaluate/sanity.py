@@ -233,9 +233,10 @@ class SanityReport:
     ssim: dict[str, list[Stat]]
     floor: dict[str, dict[str, Stat]] = field(default_factory=dict)
     mode: str = "cascading"
-    #: data randomisation only: {method: {"spearman", "ssim", "floor_spearman", "floor_ssim":
-    #: [one value per image]}}, for paired comparisons (``s9lib.evaluate.stats``)
-    per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: every image's values, for paired comparisons (``s9lib.evaluate.stats``): {method:
+    #: {"spearman": [[one value per image] per step], "ssim": likewise, "floor_spearman":
+    #: [one value per image], "floor_ssim": likewise}}; NaN where a measure is undefined
+    per_image: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -325,11 +326,28 @@ def randomization(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
         labels.append(label)
         maps = maps_of(randomised, i + 1)
         for m in methods:
-            rho[m].append(Stat.of(spearman(trained[m], maps[m])))
-            sim[m].append(Stat.of(ssim(trained[m], maps[m])))
-    floor = {m: {"spearman": Stat.of(spearman(trained[m], trained[m].roll(1, 0))),
-                 "ssim": Stat.of(ssim(trained[m], trained[m].roll(1, 0)))} for m in methods}
-    return SanityReport(layer, len(images), seed, labels, rho, sim, floor, mode)
+            rho[m].append(spearman(trained[m], maps[m]))
+            sim[m].append(ssim(trained[m], maps[m]))
+    return _report(trained, rho, sim, layer, seed, labels, mode)
+
+
+def _report(trained: dict[str, torch.Tensor], rho: dict[str, list[np.ndarray]],
+            sim: dict[str, list[np.ndarray]], layer: str, seed: int, steps: list[str],
+            mode: str) -> SanityReport:
+    """The report of per-image similarities ``rho``/``sim`` ({method: [values per step]}),
+    with the floor: each trained map against the trained map of the next image."""
+    methods = list(trained)
+    base = {m: spearman(trained[m], trained[m].roll(1, 0)) for m in methods}
+    base_ssim = {m: ssim(trained[m], trained[m].roll(1, 0)) for m in methods}
+    floor = {m: {"spearman": Stat.of(base[m]), "ssim": Stat.of(base_ssim[m])} for m in methods}
+    per_image = {m: {"spearman": [r.tolist() for r in rho[m]],
+                     "ssim": [r.tolist() for r in sim[m]],
+                     "floor_spearman": base[m].tolist(), "floor_ssim": base_ssim[m].tolist()}
+                 for m in methods}
+    n = len(next(iter(trained.values())))
+    return SanityReport(layer, n, seed, steps, {m: [Stat.of(r) for r in rho[m]] for m in methods},
+                        {m: [Stat.of(r) for r in sim[m]] for m in methods}, floor, mode,
+                        per_image)
 
 
 def cascading_randomization(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
@@ -364,7 +382,7 @@ def data_randomization(model: nn.Module, permuted: nn.Module, images: torch.Tens
     images and classes (default: ``model``'s predictions), as one step ``"permuted labels"``.
 
     A method that draws nearly the same map for both explains the image, not what the model
-    learned from its labels. The report also keeps every image's values (``per_image``).
+    learned from its labels.
     """
     methods = _resolve_methods(methods, options)
     if len(images) < 2:
@@ -374,14 +392,6 @@ def data_randomization(model: nn.Module, permuted: nn.Module, images: torch.Tens
     targets = torch.as_tensor(targets, dtype=torch.long)
     trained = _maps(model, images, layer, methods, targets, batch_size, options, seed, 0)
     other = _maps(permuted, images, layer, methods, targets, batch_size, options, seed, 1)
-    rho = {m: spearman(trained[m], other[m]) for m in methods}
-    sim = {m: ssim(trained[m], other[m]) for m in methods}
-    base = {m: spearman(trained[m], trained[m].roll(1, 0)) for m in methods}
-    base_ssim = {m: ssim(trained[m], trained[m].roll(1, 0)) for m in methods}
-    floor = {m: {"spearman": Stat.of(base[m]), "ssim": Stat.of(base_ssim[m])} for m in methods}
-    per_image = {m: {"spearman": rho[m].tolist(), "ssim": sim[m].tolist(),
-                     "floor_spearman": base[m].tolist(), "floor_ssim": base_ssim[m].tolist()}
-                 for m in methods}
-    return SanityReport(layer, len(images), seed, ["permuted labels"],
-                        {m: [Stat.of(rho[m])] for m in methods},
-                        {m: [Stat.of(sim[m])] for m in methods}, floor, "data", per_image)
+    rho = {m: [spearman(trained[m], other[m])] for m in methods}
+    sim = {m: [ssim(trained[m], other[m])] for m in methods}
+    return _report(trained, rho, sim, layer, seed, ["permuted labels"], "data")
