@@ -16,7 +16,9 @@ model's prediction for each image at ``--layer``:
 
 Methods whose maps are equal to 1e-6 (GradCAM, XGradCAM and HiResCAM at ``layer4`` of this
 model, whose gradient is constant over the cells) are scored once and marked ``same_maps_as``.
-Prints the tables and writes everything (with date, device and timings) as JSON to ``--out``.
+Prints the tables and the paired comparisons (every method against GradCAM, the random map and
+the centre blob, per removal metric, bootstrap 95 % interval) and writes everything as JSON to
+``--out`` (with date, device and timings), every image's scores to ``per_image.npz`` beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from s9lib import get_device, pretrained
@@ -40,6 +43,7 @@ from s9lib.data.inputs import preprocess
 from s9lib.evaluate.removal import (BLUR_SIGMA, DEFAULT_FRACTIONS, DEFAULT_STEPS, center_maps,
                            removal_report)
 from s9lib.evaluate.sanity import cascading_randomization, predicted_classes
+from s9lib.evaluate.stats import paired_difference
 
 
 def parse_args() -> argparse.Namespace:
@@ -138,16 +142,47 @@ def run(args) -> dict:
     removal = removal_report(model, pixels, {k: v for k, v in maps.items() if k not in same},
                              targets, steps=args.steps, fractions=fractions, seed=args.seed)
     for method, earlier in same.items():
-        removal.scores[method], removal.curves[method] = (removal.scores[earlier],
-                                                          removal.curves[earlier])
+        removal.scores[method], removal.curves[method], removal.per_image[method] = (
+            removal.scores[earlier], removal.curves[earlier], removal.per_image[earlier])
     removal.scores = {m: removal.scores[m] for m in maps}  # METHODS order, baselines last
     t3 = time.perf_counter()
     print(f"{len(pixels)} test images, model accuracy on them {accuracy:.1%}, layer {args.layer}")
     print_sanity(sanity)
     print_removal(removal, same)
+    paired = paired_removal(removal)
     return {"images": len(pixels), "layer": args.layer, "accuracy": accuracy,
             "timing_s": {"load": t1 - t0, "sanity": t2 - t1, "removal": t3 - t2},
-            "sanity": sanity.to_dict(), "removal": removal.to_dict(), "same_maps_as": same}
+            "sanity": sanity.to_dict(), "removal": removal.to_dict(), "same_maps_as": same,
+            "paired": paired}
+
+
+def paired_removal(removal) -> dict:
+    """Every method against GradCAM, the random map and the centre blob, per metric, paired by
+    image (bootstrap 95 % interval, seed 0); printed and returned for results.json."""
+    print("\nPaired by image (a - b, bootstrap 95 % interval)")
+    paired = {}
+    for b in ("gradcam", "random", "centre"):
+        for a in removal.per_image:
+            if a == b:
+                continue
+            for metric in ("deletion_auc", "insertion_auc", "road_morf", "road_lerf"):
+                d = paired_difference(removal.per_image[a][metric],
+                                      removal.per_image[b][metric], (a, b))
+                paired[f"{a} - {b}/{metric}"] = d.to_dict()
+                print(f"{metric:<14} {d.describe()}")
+    return paired
+
+
+def per_image_arrays(result: dict) -> dict[str, np.ndarray]:
+    """Every image's values, taken out of ``result`` (they would make the JSON megabytes) for
+    ``per_image.npz``: ``sanity/{method}/{measure}`` (steps x images), ``sanity/{method}/
+    floor_{measure}`` and ``removal/{method}/{metric}`` (images), float32."""
+    arrays = {}
+    for part in ("sanity", "removal"):
+        for method, values in result[part].pop("per_image").items():
+            for name, v in values.items():
+                arrays[f"{part}/{method}/{name}"] = np.asarray(v, dtype=np.float32)
+    return arrays
 
 
 def main() -> None:
@@ -162,6 +197,7 @@ def main() -> None:
                   blur_sigma=BLUR_SIGMA, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out.parent / "per_image.npz", **per_image_arrays(result))
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{result['cpu_seconds']:.0f} CPU s, {sum(result['timing_s'].values()):.0f} s wall; "
           f"written to {out}")

@@ -118,6 +118,9 @@ def test_report_and_errors(model, pixels, gradcam):
     assert set(row) == {"deletion_auc", "insertion_auc", "road_morf", "road_lerf"}
     assert all(0 <= s.mean <= 1 and s.n == 4 for s in row.values())
     assert len(report.curves["centre"]["deletion"]) == 5
+    for metric, stat in row.items():  # every image's score kept, for paired comparisons
+        values = report.per_image["gradcam"][metric]
+        assert len(values) == 4 and stat.mean == pytest.approx(np.mean(values))
     json.dumps(report.to_dict())
     with pytest.raises(ValueError, match=r"maps must be \(N, H, W\)"):
         deletion_curves(model, pixels, maps[:, :16])

@@ -256,7 +256,9 @@ def road_curves(model: nn.Module, images_uint8, maps, targets=None,
 class RemovalReport:
     """Per method: deletion AUC (lower better), insertion AUC (higher better), ROAD MoRF (mean
     p over ``fractions``, lower better) and ROAD LeRF (higher better), as mean ± s.e. over the
-    ``n`` images; ``curves[method][metric]``: the mean curve (for plots)."""
+    ``n`` images; ``curves[method][metric]``: the mean curve (for plots);
+    ``per_image[method][metric]``: every image's score, for comparisons paired by image
+    (``s9lib.evaluate.stats.paired_difference``)."""
 
     n: int
     steps: int
@@ -266,6 +268,7 @@ class RemovalReport:
     seed: int
     scores: dict[str, dict[str, Stat]]
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -284,7 +287,7 @@ def removal_report(model: nn.Module, images_uint8, maps: Mapping[str, torch.Tens
         targets = predicted_classes(model, preprocess(images_uint8, model=model), batch_size)
     common = dict(targets=targets, batch_size=batch_size, seed=seed)
     road = dict(fractions=fractions, noise=noise, **common)
-    scores, curves = {}, {}
+    scores, curves, per_image = {}, {}, {}
     for method, m in maps.items():
         run = {"deletion": deletion_curves(model, images_uint8, m, steps=steps, **common),
                "insertion": insertion_curves(model, images_uint8, m, steps=steps, sigma=sigma,
@@ -292,9 +295,12 @@ def removal_report(model: nn.Module, images_uint8, maps: Mapping[str, torch.Tens
                "road_morf": road_curves(model, images_uint8, m, **road),
                "road_lerf": road_curves(model, images_uint8, m, most_relevant_first=False,
                                         **road)}
-        scores[method] = {"deletion_auc": Stat.of(auc(run["deletion"]).numpy()),
-                          "insertion_auc": Stat.of(auc(run["insertion"]).numpy()),
-                          "road_morf": Stat.of(run["road_morf"].mean(1).numpy()),
-                          "road_lerf": Stat.of(run["road_lerf"].mean(1).numpy())}
+        values = {"deletion_auc": auc(run["deletion"]).numpy(),
+                  "insertion_auc": auc(run["insertion"]).numpy(),
+                  "road_morf": run["road_morf"].mean(1).numpy(),
+                  "road_lerf": run["road_lerf"].mean(1).numpy()}
+        scores[method] = {k: Stat.of(v) for k, v in values.items()}
+        per_image[method] = {k: v.tolist() for k, v in values.items()}
         curves[method] = {k: v.mean(0).tolist() for k, v in run.items()}
-    return RemovalReport(len(targets), steps, list(fractions), sigma, noise, seed, scores, curves)
+    return RemovalReport(len(targets), steps, list(fractions), sigma, noise, seed, scores, curves,
+                         per_image)
