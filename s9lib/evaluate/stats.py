@@ -68,8 +68,10 @@ class PairedDifference:
         if self.resolved:
             return text + ": the interval excludes 0"
         need = self.images_to_resolve
-        more = "no finite number" if math.isinf(need) else f"about {int(need):,}"
-        return text + f": the interval covers 0 ({more} images would resolve it)"
+        if math.isinf(need):
+            return text + ": the interval covers 0 (a mean of exactly 0: no number of images " \
+                "would resolve it)"
+        return text + f": the interval covers 0 (about {int(need):,} images would resolve it)"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "resolved": self.resolved}
