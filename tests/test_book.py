@@ -42,6 +42,7 @@ PLANNED = [
     "07_explorer",
     "08_evaluating",
     "09_trust",
+    "10_planted_shortcut",
     "a1_beyond_one_machine",  # the appendix: after the chapters, and a chapter for every test
 ]
 #: A chapter notebook's name: two digits (a chapter) or a letter and a digit (an appendix).
@@ -387,3 +388,25 @@ def test_instructor_page_reading_times_match_the_chapters():
         assert int(rows[path.stem]) == reading_minutes(path), (
             f"instructors.md says {rows[path.stem]} min for {path.stem}; "
             f"reading_minutes gives {reading_minutes(path)}")
+
+
+def test_run_file_reads_the_checkout_and_downloads_without_one(tmp_path, monkeypatch):
+    """A chapter reads a committed run through run_file: beside book/ in a checkout; without
+    one (Colab) from the repository's raw files, once, into the cache. The download path is
+    exercised for real with a file:// repository holding the run's actual bytes."""
+    from s9lib.show.book import run_file
+
+    relative = "runs/planted-shortcut/results.json"
+    assert run_file(relative) == ROOT / relative
+    mirror = tmp_path / "mirror"
+    (mirror / "raw" / "main" / "runs" / "planted-shortcut").mkdir(parents=True)
+    (mirror / "raw" / "main" / relative).write_bytes((ROOT / relative).read_bytes())
+    colab_book = tmp_path / "site-packages" / "book"  # no run files beside it
+    colab_book.mkdir(parents=True)
+    (colab_book / "_config.yml").write_text(f"repository:\n  url: {mirror.as_uri()}\n")
+    monkeypatch.setenv("S9LIB_CACHE", str(tmp_path / "cache"))
+    got = run_file(relative, colab_book)
+    assert got == tmp_path / "cache" / relative
+    assert got.read_bytes() == (ROOT / relative).read_bytes()
+    (mirror / "raw" / "main" / relative).unlink()  # a second call reads the cache
+    assert run_file(relative, colab_book).read_bytes() == (ROOT / relative).read_bytes()

@@ -37,6 +37,7 @@ __all__ = [
     "chapters",
     "reading_minutes",
     "run_info",
+    "run_file",
     "execute_chapter",
     "main",
 ]
@@ -172,6 +173,33 @@ def model_info(meta: dict) -> str:
         text += (f"; test accuracy {meta['test_acc']:.1%} ({meta.get('test_images', '?'):,} "
                  f"images{', flip TTA' if meta.get('tta_flip') else ''})")
     return text
+
+
+def run_file(relative: str, book_dir: str | os.PathLike = BOOK_DIR) -> Path:
+    """A committed run's file, e.g. ``"runs/planted-shortcut/results.json"``.
+
+    In a checkout (the book's build, CI, a clone) it is the file beside ``book/``. Without one
+    (Colab installs only the library) it is downloaded once from the repository's raw files
+    into ``cache_dir()/runs`` and read from there, so a chapter that reads a committed run
+    works in both places and shows the same numbers.
+    """
+    local = Path(book_dir).parent / relative
+    if local.is_file():
+        return local
+    from urllib.request import urlopen
+
+    from ..runtime import cache_dir
+
+    target = cache_dir() / relative
+    if not target.is_file():
+        url = f"{repository_url(book_dir)}/raw/main/{relative}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with urlopen(url, timeout=60) as response:  # noqa: S310 (the repository's own URL)
+            payload = response.read()
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(payload)
+        partial.replace(target)
+    return target
 
 
 def run_info(data=None) -> str:
