@@ -288,6 +288,18 @@ def _resolve_methods(methods: Sequence[str], options) -> list[str]:
     return resolved
 
 
+def _checked(model: nn.Module, images: torch.Tensor, methods: Sequence[str], options,
+             targets, batch_size: int) -> tuple[list[str], torch.Tensor]:
+    """The methods resolved and checked, and the classes to explain (default: ``model``'s
+    predictions), for every randomisation test alike."""
+    methods = _resolve_methods(methods, options)
+    if len(images) < 2:
+        raise ValueError("Need at least 2 images (standard errors and the floor need pairs).")
+    if targets is None:
+        targets = predicted_classes(model, images, batch_size)
+    return methods, torch.as_tensor(targets, dtype=torch.long)
+
+
 def randomization(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
                   methods: Sequence[str] = SANITY_METHODS, targets=None, seed: int = 0,
                   batch_size: int = 100, steps: Sequence[tuple[str, Sequence[str]]] = CASCADE,
@@ -307,12 +319,7 @@ def randomization(model: nn.Module, images: torch.Tensor, layer: str = "layer4",
         raise ValueError(f"Unknown mode {mode!r}; choose one of {list(MODES)}: cascading "
                          "(stages randomised cumulatively from the logits down) or "
                          "independent (one stage at a time, the others trained).")
-    methods = _resolve_methods(methods, options)
-    if len(images) < 2:
-        raise ValueError("Need at least 2 images (standard errors and the floor need pairs).")
-    if targets is None:
-        targets = predicted_classes(model, images, batch_size)
-    targets = torch.as_tensor(targets, dtype=torch.long)
+    methods, targets = _checked(model, images, methods, options, targets, batch_size)
 
     def maps_of(net: nn.Module, stream: int) -> dict[str, torch.Tensor]:
         return _maps(net, images, layer, methods, targets, batch_size, options, seed, stream)
@@ -384,12 +391,7 @@ def data_randomization(model: nn.Module, permuted: nn.Module, images: torch.Tens
     A method that draws nearly the same map for both explains the image, not what the model
     learned from its labels.
     """
-    methods = _resolve_methods(methods, options)
-    if len(images) < 2:
-        raise ValueError("Need at least 2 images (standard errors and the floor need pairs).")
-    if targets is None:
-        targets = predicted_classes(model, images, batch_size)
-    targets = torch.as_tensor(targets, dtype=torch.long)
+    methods, targets = _checked(model, images, methods, options, targets, batch_size)
     trained = _maps(model, images, layer, methods, targets, batch_size, options, seed, 0)
     other = _maps(permuted, images, layer, methods, targets, batch_size, options, seed, 1)
     rho = {m: [spearman(trained[m], other[m])] for m in methods}
