@@ -15,9 +15,10 @@ make the random labels harder to memorise, and memorising them is the point), Ad
 ``evaluate``: on the first ``--images`` images of the class-balanced test subset, explaining the
 shipped model's prediction for each image, every method's maps on the shipped model and on the
 permuted-label model (``s9lib.evaluate.sanity.data_randomization``): Spearman and SSIM per image,
-the floor (maps of two different images of the shipped model), and examples for the figure.
-Writes ``results.json`` (summary and per-image values, command, device, timings) and
-``examples.npz``.
+the floor (maps of two different images of the shipped model). Writes ``results.json``
+(summary and per-image values, command, device, timings) and, with ``--examples N``,
+``examples.npz`` (both models' maps of the first N images, for a figure; the book draws none,
+and the repository's working tree must stay small enough for the GPU run to carry).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     e = sub.add_parser("evaluate")
     e.add_argument("--model", required=True, help="the permuted-label model's weights")
     e.add_argument("--images", type=int, default=100)
-    e.add_argument("--examples", type=int, default=6)
+    e.add_argument("--examples", type=int, default=0)
     e.add_argument("--out", default="runs/data-randomization")
     return parser.parse_args()
 
@@ -104,7 +105,7 @@ def evaluate(args) -> None:
     report = data_randomization(shipped, permuted, x, "layer4", METHODS, targets, seed=0,
                                 options=OPTIONS)
     examples = {}
-    for name, model in (("shipped", shipped), ("permuted", permuted)):
+    for name, model in (("shipped", shipped), ("permuted", permuted)) if args.examples else ():
         for m in METHODS:
             opts = dict(OPTIONS.get(m, {}))
             if m in ("smoothgrad", "noise"):
@@ -115,8 +116,9 @@ def evaluate(args) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "examples.npz", images=images[:args.examples],
-                        targets=targets[:args.examples].numpy(), **examples)
+    if args.examples:
+        np.savez_compressed(out / "examples.npz", images=images[:args.examples],
+                            targets=targets[:args.examples].numpy(), **examples)
     summary = {"command": shlex.join(["python", *sys.argv]), "started": started.isoformat(),
                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "images": int(len(images)),

@@ -176,12 +176,14 @@ def paired_removal(removal) -> dict:
 def per_image_arrays(result: dict) -> dict[str, np.ndarray]:
     """Every image's values, taken out of ``result`` (they would make the JSON megabytes) for
     ``per_image.npz``: ``sanity/{method}/{measure}`` (steps x images), ``sanity/{method}/
-    floor_{measure}`` and ``removal/{method}/{metric}`` (images), float32."""
+    floor_{measure}`` and ``removal/{method}/{metric}`` (images), float16 (three significant
+    digits, which is what every figure printed from them shows; the working tree must stay
+    small enough for the GPU run to carry)."""
     arrays = {}
     for part in ("sanity", "removal"):
         for method, values in result[part].pop("per_image").items():
             for name, v in values.items():
-                arrays[f"{part}/{method}/{name}"] = np.asarray(v, dtype=np.float32)
+                arrays[f"{part}/{method}/{name}"] = np.asarray(v, dtype=np.float16)
     return arrays
 
 
