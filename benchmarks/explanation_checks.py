@@ -104,26 +104,27 @@ def distinct(maps: dict[str, torch.Tensor]) -> dict[str, str]:
 
 
 def fmt(stat) -> str:
-    return f"{stat.mean:+.3f} ± {stat.se:.3f}"
+    """A mean and its bootstrap 95 % interval, in a 22-character cell."""
+    return f"{stat.mean:+.3f} [{stat.low:+.2f},{stat.high:+.2f}]"
 
 
 def print_sanity(report) -> None:
     for measure in ("spearman", "ssim"):
         print(f"\nSanity ({measure}, vs the trained model's maps; floor = unrelated images)")
-        print(f"{'method':<10}" + "".join(f"{s:>17}" for s in [*report.steps, "floor"]))
+        print(f"{'method':<10}" + "".join(f"{s:>23}" for s in [*report.steps, "floor"]))
         for method, stats in getattr(report, measure).items():
             cells = [*stats, report.floor[method][measure]]
-            print(f"{method:<10}" + "".join(f"{fmt(s):>17}" for s in cells))
+            print(f"{method:<10}" + "".join(f"{fmt(s):>23}" for s in cells))
 
 
 def print_removal(report, same) -> None:
     print(f"\nRemoval metrics ({report.n} images; deletion/insertion {report.steps} steps, "
           f"blur sigma {report.blur_sigma}; ROAD fractions {report.fractions})")
     cols = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf")
-    print(f"{'method':<10}" + "".join(f"{c:>17}" for c in cols) + "  (del, MoRF: lower better)")
+    print(f"{'method':<10}" + "".join(f"{c:>23}" for c in cols) + "  (del, MoRF: lower better)")
     for method, row in report.scores.items():
         note = f"  same maps as {same[method]}" if method in same else ""
-        print(f"{method:<10}" + "".join(f"{fmt(row[c]):>17}" for c in cols) + note)
+        print(f"{method:<10}" + "".join(f"{fmt(row[c]):>23}" for c in cols) + note)
 
 
 def run(args) -> dict:

@@ -20,7 +20,8 @@ from torch import nn
 
 from s9lib.explain.cam import (METHODS, PYTORCH_GRAD_CAM_PP_EPS, GradCAM, GradCAMPlusPlus, explain,
                        gradcampp_course_bug_weights,
-                       gradcampp_weights, normalize_maps, xgradcam_weights)
+                       gradcampp_weights, map_correlation, count_constant,
+                       normalize_maps, xgradcam_weights)
 from s9lib.models import ResNet18
 
 
@@ -136,6 +137,25 @@ def test_zero_map_gives_zeros_not_nan(images):
             assert torch.equal(res.maps[layer], torch.zeros_like(res.maps[layer]))
     assert torch.equal(normalize_maps(torch.zeros(2, 5, 5)), torch.zeros(2, 5, 5))
     assert torch.equal(normalize_maps(torch.full((1, 3, 3), 2.0)), torch.zeros(1, 3, 3))
+
+
+def test_a_constant_map_correlates_as_nan_and_the_count_says_so(images, shipped_model):
+    """DESIGN.md: an all-zero map normalises to zeros, but its correlation with any map is NaN,
+    never a silent 0; the other images keep their Pearson correlation."""
+    model = copy.deepcopy(random_model())
+    with torch.no_grad():
+        model.linear.weight[3] = 0
+    zero = explain(model, images[:4], layers=["layer4"], targets=3).maps["layer4"]
+    real = explain(shipped_model, images[:4], layers=["layer4"]).maps["layer4"]  # predicted
+    assert (real.flatten(1).std(1) > 0).all()
+    assert map_correlation(zero, real).isnan().all()
+    mixed = torch.cat([zero[:1], real[1:]])
+    r = map_correlation(mixed, real)
+    assert r[0].isnan() and torch.allclose(r[1:], torch.ones(3), atol=1e-6)
+    expected = np.corrcoef(real[1].flatten().numpy(), (real[1] ** 2).flatten().numpy())[0, 1]
+    assert float(map_correlation(real[1:2], real[1:2] ** 2)) == pytest.approx(expected, abs=1e-5)
+    assert count_constant(r) == " (1 of 4 images: a constant map, NaN, left out)"
+    assert count_constant(r[1:]) == ""
 
 
 def test_huge_logits_stay_finite(images):

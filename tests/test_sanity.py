@@ -12,7 +12,8 @@ from scipy.stats import spearmanr
 
 from s9lib.checkpoints import pretrained
 from s9lib.data.inputs import preprocess
-from s9lib.evaluate.sanity import (CASCADE, SANITY_METHODS, SanityReport, Stat, cascade,
+from s9lib.evaluate.stats import mean_interval
+from s9lib.evaluate.sanity import (CASCADE, SANITY_METHODS, SanityReport, cascade,
                                    cascading_randomization, independent,
                                    data_randomization, independent_randomization,
                                    predicted_classes, randomization,
@@ -122,10 +123,10 @@ def _old_cascading(model, images, layer, methods, seed=0, batch_size=100):
     for _, randomised in cascade(model, seed):
         now = maps(randomised)
         for m in methods:
-            rho[m].append(Stat.of(spearman(trained[m], now[m])))
-            sim[m].append(Stat.of(ssim(trained[m], now[m])))
-    floor = {m: {"spearman": Stat.of(spearman(trained[m], trained[m].roll(1, 0))),
-                 "ssim": Stat.of(ssim(trained[m], trained[m].roll(1, 0)))} for m in methods}
+            rho[m].append(mean_interval(spearman(trained[m], now[m])))
+            sim[m].append(mean_interval(ssim(trained[m], now[m])))
+    floor = {m: {"spearman": mean_interval(spearman(trained[m], trained[m].roll(1, 0))),
+                 "ssim": mean_interval(ssim(trained[m], trained[m].roll(1, 0)))} for m in methods}
     return SanityReport(layer, len(images), seed, [label for label, _ in CASCADE], rho, sim, floor)
 
 
@@ -133,9 +134,17 @@ def test_cascading_results_for_the_cams_are_unchanged(model, images):
     new = cascading_randomization(model, images[:4], "layer4", seed=2, batch_size=3)
     old = _old_cascading(model, images[:4], "layer4", SANITY_METHODS, seed=2, batch_size=3)
     assert new.mode == "cascading" and list(new.spearman) == list(SANITY_METHODS)
-    # the old report had no per-image values; every figure it had is unchanged (NaN == NaN)
-    np.testing.assert_equal({**new.to_dict(), "per_image": {}},
-                            {**old.to_dict(), "mode": "cascading"})
+    # the old report had no per-image values; every figure it had is unchanged (NaN == NaN),
+    # the intervals' names aside (the old code did not name them)
+    np.testing.assert_equal(_unnamed({**new.to_dict(), "per_image": {}}),
+                            _unnamed({**old.to_dict(), "mode": "cascading"}))
+
+
+def _unnamed(d):
+    """``d`` without the intervals' ``name`` fields, recursively."""
+    if isinstance(d, dict):
+        return {k: _unnamed(v) for k, v in d.items() if k != "name"}
+    return [_unnamed(v) for v in d] if isinstance(d, list) else d
 
 
 def test_independent_randomises_one_stage_and_keeps_the_others_trained(model):
@@ -218,7 +227,7 @@ def test_data_randomization_separates_a_model_from_an_untrained_one(model, image
 
 def test_the_report_keeps_every_images_values_and_its_means_come_from_them(model, images):
     """Paired comparisons (a step against the floor, image by image) need every image's value;
-    each step's Stat is their mean over the images where it is defined."""
+    each step's interval is their mean over the images where it is defined."""
     report = cascading_randomization(model, images, methods=["gradcam", "saliency"])
     for m in ("gradcam", "saliency"):
         values = report.per_image[m]["spearman"]

@@ -1,5 +1,5 @@
-"""s9lib.evaluate.stats: the paired difference and its bootstrap interval, on cases whose answer
-is known."""
+"""s9lib.evaluate.stats: the paired difference, one method's mean, and their bootstrap interval,
+on cases whose answer is known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from s9lib.evaluate.stats import paired_difference
+from s9lib.evaluate.stats import Interval, mean_interval, paired_difference
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +70,32 @@ def test_same_seed_same_interval_and_nan_pairs_are_dropped_and_counted():
 def test_bad_input_is_a_clear_error(a, b, message):
     with pytest.raises(ValueError, match=message):
         paired_difference(a, b)
+
+
+def test_one_methods_mean_gets_the_same_interval_as_its_difference_from_zero():
+    """One interval type: a method's own mean and a paired difference are read the same way,
+    and the mean's interval is the paired interval against a zero score."""
+    rng = np.random.default_rng(7)
+    v = rng.uniform(0, 1, 200)
+    own, diff = mean_interval(v, "hit rate"), paired_difference(v, np.zeros_like(v))
+    assert isinstance(diff, Interval)
+    assert (own.mean, own.low, own.high, own.n) == pytest.approx(
+        (diff.mean, diff.low, diff.high, diff.n))
+    assert own.low < v.mean() < own.high and own.excludes_zero
+    assert own.describe(2).startswith(f"hit rate = {v.mean():.2f} [")
+
+
+def test_a_mean_drops_and_counts_nan_and_an_all_nan_score_has_no_mean():
+    v = np.array([0.2, np.nan, 0.4, 0.6, np.nan])
+    res = mean_interval(v, "spearman")
+    assert res.n == 3 and res.dropped == 2 and res.mean == pytest.approx(0.4)
+    assert "2 NaN dropped" in res.describe()
+    empty = mean_interval([np.nan, np.nan])
+    assert empty.n == 0 and empty.dropped == 2 and math.isnan(empty.mean)
+
+
+def test_a_mean_interval_rejects_bad_options():
+    with pytest.raises(ValueError, match="confidence"):
+        mean_interval([1.0, 2.0], confidence=95)
+    with pytest.raises(ValueError, match="resamples"):
+        mean_interval([1.0, 2.0], resamples=10)

@@ -52,7 +52,8 @@ from torch import nn
 
 from ..inference import class_probability
 from ..data.inputs import preprocess
-from .sanity import Stat, predicted_classes
+from .sanity import predicted_classes
+from .stats import Interval, mean_interval
 
 __all__ = ["BLUR_SIGMA", "DEFAULT_STEPS", "DEFAULT_FRACTIONS", "ROAD_NOISE", "center_maps",
            "relevance_order", "blur", "deletion_curves", "insertion_curves", "auc",
@@ -255,8 +256,9 @@ def road_curves(model: nn.Module, images_uint8, maps, targets=None,
 @dataclass
 class RemovalReport:
     """Per method: deletion AUC (lower better), insertion AUC (higher better), ROAD MoRF (mean
-    p over ``fractions``, lower better) and ROAD LeRF (higher better), as mean ± s.e. over the
-    ``n`` images; ``curves[method][metric]``: the mean curve (for plots);
+    p over ``fractions``, lower better) and ROAD LeRF (higher better), each a mean over the
+    ``n`` images with its bootstrap 95 % interval (:class:`~s9lib.evaluate.stats.Interval`);
+    ``curves[method][metric]``: the mean curve (for plots);
     ``per_image[method][metric]``: every image's score, for comparisons paired by image
     (``s9lib.evaluate.stats.paired_difference``)."""
 
@@ -266,7 +268,7 @@ class RemovalReport:
     blur_sigma: float
     road_noise: float
     seed: int
-    scores: dict[str, dict[str, Stat]]
+    scores: dict[str, dict[str, Interval]]
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
@@ -299,7 +301,7 @@ def removal_report(model: nn.Module, images_uint8, maps: Mapping[str, torch.Tens
                   "insertion_auc": auc(run["insertion"]).numpy(),
                   "road_morf": run["road_morf"].mean(1).numpy(),
                   "road_lerf": run["road_lerf"].mean(1).numpy()}
-        scores[method] = {k: Stat.of(v) for k, v in values.items()}
+        scores[method] = {k: mean_interval(v, f"{method} {k}") for k, v in values.items()}
         per_image[method] = {k: v.tolist() for k, v in values.items()}
         curves[method] = {k: v.mean(0).tolist() for k, v in run.items()}
     return RemovalReport(len(targets), steps, list(fractions), sigma, noise, seed, scores, curves,

@@ -72,9 +72,10 @@ from torch import nn
 from ..inference import logits_of
 from ..explain.cam import METHODS
 from ..explain.methods import explain_map, resolve_method
+from .stats import Interval, mean_interval
 
 __all__ = ["CASCADE", "MODES", "randomize_", "cascade", "independent", "spearman", "ssim",
-           "Stat", "SanityReport", "randomization", "cascading_randomization",
+           "SanityReport", "randomization", "cascading_randomization",
            "independent_randomization", "data_randomization", "predicted_classes",
            "SANITY_METHODS"]
 
@@ -196,42 +197,25 @@ def ssim(a, b) -> np.ndarray:
 
 
 @dataclass
-class Stat:
-    """Mean and standard error over the ``n`` images where the measure is defined."""
-
-    mean: float
-    se: float
-    n: int
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> "Stat":
-        v = np.asarray(values, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if len(v) == 0:
-            return cls(float("nan"), float("nan"), 0)
-        se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-        return cls(float(v.mean()), se, len(v))
-
-
-@dataclass
 class SanityReport:
     """Similarity of each method's maps to the trained model's, per randomisation step.
 
     ``mode``: which variant, ``"cascading"`` (``steps[i]`` and every step before it are
     random), ``"independent"`` (only ``steps[i]`` is random) or ``"data"`` (one step: a model
     trained on permuted labels, :func:`data_randomization`). ``spearman[method][i]`` /
-    ``ssim[method][i]``: a :class:`Stat` after ``steps[i]``. ``floor[method]``:
-    {"spearman": Stat, "ssim": Stat} between maps of different images of the trained model
-    (how alike unrelated maps already are). ``layer``: the CAMs' layer (and Guided GradCAM's).
+    ``ssim[method][i]``: an :class:`~s9lib.evaluate.stats.Interval` (mean over the images
+    where the measure is defined, bootstrap 95 % interval) after ``steps[i]``.
+    ``floor[method]``: {"spearman": Interval, "ssim": Interval} between maps of different
+    images of the trained model (how alike unrelated maps already are). ``layer``: the CAMs' layer (and Guided GradCAM's).
     """
 
     layer: str
     n: int
     seed: int
     steps: list[str]
-    spearman: dict[str, list[Stat]]
-    ssim: dict[str, list[Stat]]
-    floor: dict[str, dict[str, Stat]] = field(default_factory=dict)
+    spearman: dict[str, list[Interval]]
+    ssim: dict[str, list[Interval]]
+    floor: dict[str, dict[str, Interval]] = field(default_factory=dict)
     mode: str = "cascading"
     #: every image's values, for paired comparisons (``s9lib.evaluate.stats``): {method:
     #: {"spearman": [[one value per image] per step], "ssim": likewise, "floor_spearman":
@@ -346,14 +330,17 @@ def _report(trained: dict[str, torch.Tensor], rho: dict[str, list[np.ndarray]],
     methods = list(trained)
     base = {m: spearman(trained[m], trained[m].roll(1, 0)) for m in methods}
     base_ssim = {m: ssim(trained[m], trained[m].roll(1, 0)) for m in methods}
-    floor = {m: {"spearman": Stat.of(base[m]), "ssim": Stat.of(base_ssim[m])} for m in methods}
+    floor = {m: {"spearman": mean_interval(base[m], f"{m} floor spearman"),
+                 "ssim": mean_interval(base_ssim[m], f"{m} floor ssim")} for m in methods}
     per_image = {m: {"spearman": [r.tolist() for r in rho[m]],
                      "ssim": [r.tolist() for r in sim[m]],
                      "floor_spearman": base[m].tolist(), "floor_ssim": base_ssim[m].tolist()}
                  for m in methods}
     n = len(next(iter(trained.values())))
-    return SanityReport(layer, n, seed, steps, {m: [Stat.of(r) for r in rho[m]] for m in methods},
-                        {m: [Stat.of(r) for r in sim[m]] for m in methods}, floor, mode,
+    summary = {measure: {m: [mean_interval(r, f"{m} {measure} after {step}")
+                             for r, step in zip(values[m], steps)] for m in methods}
+               for measure, values in (("spearman", rho), ("ssim", sim))}
+    return SanityReport(layer, n, seed, steps, summary["spearman"], summary["ssim"], floor, mode,
                         per_image)
 
 

@@ -21,31 +21,60 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["PairedDifference", "paired_difference", "BOOTSTRAP_RESAMPLES"]
+__all__ = ["Interval", "PairedDifference", "mean_interval", "paired_difference",
+           "BOOTSTRAP_RESAMPLES"]
 
 #: Bootstrap resamples: the interval's ends move by well under 1 % of its width between seeds.
 BOOTSTRAP_RESAMPLES = 10_000
 
 
 @dataclass(frozen=True)
-class PairedDifference:
-    """``mean`` of the per-image ``a - b`` over ``n`` images, with a bootstrap interval."""
+class Interval:
+    """The ``mean`` of one score per image over ``n`` images, with a bootstrap interval.
 
-    a: str  # name of the first method (or score)
-    b: str  # name of the second
-    n: int  # images compared (pairs where both scores are finite)
-    mean: float  # mean of a_i - b_i
+    The book's one interval type: a method's own mean (a sanity-check similarity, a pointing-
+    game rate, a removal AUC) and the difference between two methods (:class:`PairedDifference`)
+    are reported the same way, so a reader learns to read one thing.
+    """
+
+    name: str  # what was measured
+    n: int  # images with a finite score
+    mean: float  # mean over those images
     low: float  # lower end of the interval
     high: float  # upper end
-    confidence: float  # 0.95: a 95 % interval
-    dropped: int  # images left out because a score was NaN
-    seed: int  # the bootstrap's seed
-    resamples: int
+    confidence: float = 0.95  # 0.95: a 95 % interval
+    dropped: int = 0  # images left out because their score was NaN
+    seed: int = 0  # the bootstrap's seed
+    resamples: int = BOOTSTRAP_RESAMPLES
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the interval lies wholly above or wholly below 0."""
+        return self.low > 0 or self.high < 0
+
+    def describe(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
+        """One line: 'name = 0.512 [0.480, 0.545], n = 1000'."""
+        g = f"{{:.{digits}f}}"
+        text = (f"{self.name} = {g.format(self.mean * scale)}{unit} "
+                f"[{g.format(self.low * scale)}, {g.format(self.high * scale)}]{unit}, "
+                f"n = {self.n}")
+        return text + (f" ({self.dropped} NaN dropped)" if self.dropped else "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedDifference(Interval):
+    """``mean`` of the per-image ``a - b`` over ``n`` images, with a bootstrap interval."""
+
+    a: str = "a"  # name of the first method (or score)
+    b: str = "b"  # name of the second
 
     @property
     def resolved(self) -> bool:
         """True when the interval excludes 0: a difference this sample size can call real."""
-        return self.low > 0 or self.high < 0
+        return self.excludes_zero
 
     @property
     def images_to_resolve(self) -> float:
@@ -57,14 +86,11 @@ class PairedDifference:
         return max(float(self.n), math.ceil(self.n * (half / abs(self.mean)) ** 2))
 
     def describe(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-        """One line: 'a - b = +0.012 [0.004, 0.020], n = 1000 (resolved)'."""
+        """One line: 'a - b = +0.012 [0.004, 0.020], n = 1000: the interval excludes 0'."""
         f = f"{{:+.{digits}f}}"
-        g = f"{{:.{digits}f}}"
-        text = (f"{self.a} - {self.b} = {f.format(self.mean * scale)}{unit} "
-                f"[{g.format(self.low * scale)}, {g.format(self.high * scale)}]{unit}, "
-                f"n = {self.n}")
-        if self.dropped:
-            text += f" ({self.dropped} NaN dropped)"
+        text = super().describe(digits, scale, unit).replace(
+            f" = {f'{{:.{digits}f}}'.format(self.mean * scale)}",
+            f" = {f.format(self.mean * scale)}", 1)
         if self.resolved:
             return text + ": the interval excludes 0"
         need = self.images_to_resolve
@@ -75,6 +101,41 @@ class PairedDifference:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "resolved": self.resolved}
+
+
+def _check_options(confidence: float, resamples: int) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (0.95 for 95 %), got {confidence}.")
+    if resamples < 100:
+        raise ValueError(f"resamples must be at least 100, got {resamples}.")
+
+
+def _percentiles(values: np.ndarray, confidence: float, resamples: int,
+                 seed: int) -> tuple[float, float]:
+    """The percentile-bootstrap interval of the mean of ``values`` (all finite)."""
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(_bootstrap_means(values, resamples, seed), [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def mean_interval(values, name: str = "score", *, seed: int = 0, confidence: float = 0.95,
+                  resamples: int = BOOTSTRAP_RESAMPLES) -> Interval:
+    """The mean of one score per image and its percentile-bootstrap interval.
+
+    NaN scores (a correlation with a constant map) are dropped and counted. When no score is
+    finite the result has ``n = 0`` and a NaN mean and interval rather than an error: a report
+    summarises every randomisation step, even one where no image has a defined score.
+    """
+    _check_options(confidence, resamples)
+    v = np.asarray(values, dtype=np.float64).ravel()
+    finite = np.isfinite(v)
+    kept, dropped = v[finite], int((~finite).sum())
+    if kept.size == 0:
+        nan = float("nan")
+        return Interval(name, 0, nan, nan, nan, confidence, dropped, seed, resamples)
+    low, high = _percentiles(kept, confidence, resamples, seed)
+    return Interval(name, int(kept.size), float(kept.mean()), low, high, confidence, dropped,
+                    seed, resamples)
 
 
 def paired_difference(a, b, names: tuple[str, str] = ("a", "b"), *, seed: int = 0,
@@ -91,19 +152,15 @@ def paired_difference(a, b, names: tuple[str, str] = ("a", "b"), *, seed: int = 
     if a.shape != b.shape:
         raise ValueError(f"paired scores need one value per image in both: got {a.size} and "
                          f"{b.size} values; pass the two methods' scores on the same images.")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1 (0.95 for 95 %), got {confidence}.")
-    if resamples < 100:
-        raise ValueError(f"resamples must be at least 100, got {resamples}.")
+    _check_options(confidence, resamples)
     finite = np.isfinite(a) & np.isfinite(b)
     d = (a - b)[finite]
     if d.size == 0:
         raise ValueError("no image has a finite score from both methods; nothing to compare.")
-    means = _bootstrap_means(d, resamples, seed)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return PairedDifference(names[0], names[1], int(d.size), float(d.mean()), float(low),
-                            float(high), confidence, int((~finite).sum()), seed, resamples)
+    low, high = _percentiles(d, confidence, resamples, seed)
+    return PairedDifference(f"{names[0]} - {names[1]}", int(d.size), float(d.mean()), low, high,
+                            confidence, int((~finite).sum()), seed, resamples, names[0],
+                            names[1])
 
 
 def _bootstrap_means(d: np.ndarray, resamples: int, seed: int, chunk: int = 500) -> np.ndarray:

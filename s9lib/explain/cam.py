@@ -85,6 +85,7 @@ __all__ = [
     "GRADCAMPP_EPS",
     "PYTORCH_GRAD_CAM_PP_EPS",
     "map_correlation",
+    "count_constant",
     "xgradcam_weights",
     "eigencam_projection",
     "check_images",
@@ -369,15 +370,26 @@ def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of each pair of maps, (B, H, W) x (B, H, W) -> (B,).
 
     How alike two explanations of the same image are, independent of their scale. A constant
-    map (e.g. an all-zero CAM) correlates with nothing: 0 for that image, not NaN, so a mean
-    over images stays defined.
+    map (e.g. an all-zero CAM: no cell with positive evidence) has no variation to correlate,
+    so that image's value is NaN (DESIGN.md), never a silent 0 that would pull a mean towards
+    "unrelated". Average with ``torch.nanmean`` and report how many were NaN
+    (:func:`count_constant`).
     """
     if a.shape != b.shape:
         raise ValueError(f"maps to correlate must have the same shape, got {tuple(a.shape)} "
                          f"and {tuple(b.shape)}.")
     a = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
     b = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    norm = a.norm(dim=1) * b.norm(dim=1)
+    r = (a * b).sum(1) / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+    return torch.where(norm > 0, r, torch.full_like(r, float("nan")))
+
+
+def count_constant(correlations: torch.Tensor) -> str:
+    """'' when every correlation is defined, else ' (k of n images: a constant map, NaN, left
+    out)': the clause a chapter appends to a mean of :func:`map_correlation`."""
+    k, n = int(correlations.isnan().sum()), correlations.numel()
+    return f" ({k} of {n} images: a constant map, NaN, left out)" if k else ""
 
 
 # --------------------------------------------------------------------------- the base class
