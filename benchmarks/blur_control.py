@@ -13,8 +13,9 @@ blurred map with its own unblurred version, image by image (paired bootstrap int
 blurring improves a score for maps that carry no information (``random``: noise on the 4x4
 grid upsampled like a CAM; ``noise``: noise per pixel), that metric rewards smoothness itself.
 
-Maps: GradCAM and GradCAM++ at layer4, saliency, Integrated Gradients (16 steps), and the two
-content-free ones; explaining the shipped model's prediction on the first ``--images`` images of
+Maps: every CAM at layer4 (GradCAM, GradCAM++, LayerCAM, EigenCAM; XGradCAM and HiResCAM are
+GradCAM there, exactly, behind a global-average-pool head: chapter 9 and ``tests/test_cam.py``),
+saliency, Integrated Gradients (16 steps), and the two content-free ones; explaining the shipped model's prediction on the first ``--images`` images of
 the class-balanced test subset (seed 0). Writes ``results.json``: every per-image score,
 the paired intervals, command, device and timings.
 """
@@ -43,6 +44,8 @@ from s9lib.evaluate.sanity import predicted_classes
 from s9lib.evaluate.stats import paired_difference
 from s9lib.explain.methods import explain_map
 
+#: the CAMs that differ at layer4 (XGradCAM and HiResCAM equal GradCAM there)
+CAMS = ("gradcam", "gradcam++", "layercam", "eigencam")
 #: metric -> True when lower is better
 METRICS = {"deletion_auc": True, "insertion_auc": False, "road_morf": True, "road_lerf": False}
 
@@ -57,7 +60,7 @@ def parse_args() -> argparse.Namespace:
 
 def base_maps(model, x: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    maps = {m: explain_map(model, x, m, targets, "layer4") for m in ("gradcam", "gradcam++")}
+    maps = {m: explain_map(model, x, m, targets, "layer4") for m in CAMS}
     maps["saliency"] = explain_map(model, x, "saliency", targets)
     maps["integrated_gradients"] = explain_map(model, x, "integrated_gradients", targets,
                                                steps=16)
