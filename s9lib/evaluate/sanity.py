@@ -278,7 +278,7 @@ def _checked(model: nn.Module, images: torch.Tensor, methods: Sequence[str], opt
     predictions), for every randomisation test alike."""
     methods = _resolve_methods(methods, options)
     if len(images) < 2:
-        raise ValueError("Need at least 2 images (standard errors and the floor need pairs).")
+        raise ValueError("Need at least 2 images (the floor compares each image's map with another's).")
     if targets is None:
         targets = predicted_classes(model, images, batch_size)
     return methods, torch.as_tensor(targets, dtype=torch.long)
