@@ -15,8 +15,9 @@ grid upsampled like a CAM; ``noise``: noise per pixel), that metric rewards smoo
 
 Maps: every CAM at layer4 (GradCAM, GradCAM++, LayerCAM, EigenCAM; XGradCAM and HiResCAM are
 GradCAM there, exactly, behind a global-average-pool head: chapter 9 and ``tests/test_cam.py``),
-saliency, Integrated Gradients (16 steps), and the two content-free ones; explaining the shipped model's prediction on the first ``--images`` images of
-the class-balanced test subset (seed 0). Writes ``results.json``: every per-image score,
+saliency, Integrated Gradients (16 steps), and the two content-free ones; explaining the
+shipped model's prediction on the first ``--images`` images of the class-balanced test subset
+(seed 0). Writes ``results.json``: every per-image score,
 the paired intervals, command, device and timings.
 """
 

@@ -206,7 +206,8 @@ class SanityReport:
     ``ssim[method][i]``: an :class:`~s9lib.evaluate.stats.Interval` (mean over the images
     where the measure is defined, bootstrap 95 % interval) after ``steps[i]``.
     ``floor[method]``: {"spearman": Interval, "ssim": Interval} between maps of different
-    images of the trained model (how alike unrelated maps already are). ``layer``: the CAMs' layer (and Guided GradCAM's).
+    images of the trained model (how alike unrelated maps already are). ``layer``: the CAMs'
+    layer (and Guided GradCAM's).
     """
 
     layer: str
@@ -278,7 +279,8 @@ def _checked(model: nn.Module, images: torch.Tensor, methods: Sequence[str], opt
     predictions), for every randomisation test alike."""
     methods = _resolve_methods(methods, options)
     if len(images) < 2:
-        raise ValueError("Need at least 2 images (the floor compares each image's map with another's).")
+        raise ValueError("Need at least 2 images (the floor compares each image's map with "
+                         "another's).")
     if targets is None:
         targets = predicted_classes(model, images, batch_size)
     return methods, torch.as_tensor(targets, dtype=torch.long)

@@ -52,10 +52,13 @@ class Interval:
         """True when the interval lies wholly above or wholly below 0."""
         return self.low > 0 or self.high < 0
 
-    def describe(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-        """One line: 'name = 0.512 [0.480, 0.545], n = 1000'."""
+    def describe(self, digits: int = 3, scale: float = 1.0, unit: str = "",
+                 signed: bool = False) -> str:
+        """One line: 'name = 0.512 [0.480, 0.545], n = 1000' (the mean with its sign shown
+        when ``signed``, as a difference has)."""
         g = f"{{:.{digits}f}}"
-        text = (f"{self.name} = {g.format(self.mean * scale)}{unit} "
+        m = f"{{:{'+' if signed else ''}.{digits}f}}"
+        text = (f"{self.name} = {m.format(self.mean * scale)}{unit} "
                 f"[{g.format(self.low * scale)}, {g.format(self.high * scale)}]{unit}, "
                 f"n = {self.n}")
         return text + (f" ({self.dropped} NaN dropped)" if self.dropped else "")
@@ -87,10 +90,7 @@ class PairedDifference(Interval):
 
     def describe(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
         """One line: 'a - b = +0.012 [0.004, 0.020], n = 1000: the interval excludes 0'."""
-        f = f"{{:+.{digits}f}}"
-        text = super().describe(digits, scale, unit).replace(
-            f" = {f'{{:.{digits}f}}'.format(self.mean * scale)}",
-            f" = {f.format(self.mean * scale)}", 1)
+        text = super().describe(digits, scale, unit, signed=True)
         if self.resolved:
             return text + ": the interval excludes 0"
         need = self.images_to_resolve
